@@ -1,0 +1,561 @@
+"""Read and write fastMRI multi-coil HDF5 files in their published layout.
+
+One file holds one volume (one patient, one sequence)::
+
+    kspace              (slices, coils, H, W) complex64   H = readout (x, 2x oversampled
+                                                          in the knee data), W = phase encoding (y)
+    reconstruction_rss  (slices, rh, rw) float32          RSS of the coil images, centre-cropped
+                                                          to the recon matrix (320 x 320 in fastMRI);
+                                                          absent in undersampled test files
+    mask                (W,) bool                         only in undersampled (test-set style) files
+    ismrmrd_header      scalar string                     ISMRMRD XML (namespace ISMRMRD_NAMESPACE)
+
+    attrs: acquisition (CORPD_FBK / CORPDFS_FBK), patient_id, and when a
+    reconstruction is stored max / norm (its maximum and l2 norm); files with a
+    mask also carry acceleration / num_low_frequency as in the fastMRI test set.
+
+fastMRI's own loader derives the phase-encoding zero padding from the header as
+``padding_left = enc_y // 2 - center`` and ``padding_right = padding_left +
+maximum + 1`` (``center`` / ``maximum`` of encodingLimits/kspace_encoding_step_1)
+and takes the target crop from reconSpace/matrixSize. The files written here
+hold fully encoded phase lines, so they carry ``minimum = 0``, ``maximum = W - 1``,
+``center = W // 2``, i.e. padding_left = 0 and padding_right = W (no padding).
+
+Reconstruction for small simulated matrices: ``reconstruction_rss`` is the RSS
+image centre-*fitted* to the recon matrix: each axis is centre-cropped when
+the image is larger (exactly fastMRI's centre crop for the real sizes, e.g.
+640 x 368 -> 320 x 320) and centre-embedded in zeros when it is smaller (which
+fastMRI's crop cannot do), so the centre pixel (N // 2) lands on index
+recon // 2. The recon matrix defaults to fastMRI's 320 x 320 so the files stay
+loadable by code that assumes it; simulators with small matrices may pass a
+smaller ``recon_shape`` (e.g. the readout-cropped matrix (H // 2, W)) instead of
+storing mostly zeros. The header's reconSpace always equals the stored shape.
+
+Every read error raises :class:`vnrecon.errors.InputError` whose message
+starts with the file path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from vnrecon.errors import InputError
+from vnrecon.physics.fft import ifft2c
+from vnrecon.physics.masks import count_acs_lines, effective_acceleration
+
+ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+FASTMRI_RECON_SHAPE = (320, 320)
+GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478e6  # 1H
+DEFAULT_FIELD_STRENGTH_T = 3.0  # the paper's knee data: 3 T
+DEFAULT_READOUT_FOV_MM = 280.0  # readout FOV incl. 2x oversampling (140 mm imaged)
+DEFAULT_SLICE_THICKNESS_MM = 3.0
+
+# Sequence keyword -> (header key, ISMRMRD element under sequenceParameters).
+_SEQUENCE_FIELDS = {
+    "TR_ms": "TR",
+    "TE_ms": "TE",
+    "TI_ms": "TI",
+    "flip_angle_deg": "flipAngle_deg",
+}
+
+SliceSelection = int | slice | Sequence[int] | None
+
+
+@dataclass
+class Volume:
+    """One fastMRI volume in memory.
+
+    kspace: (slices, coils, H, W) complex64, H readout, W phase encoding.
+    reconstruction_rss: (slices, rh, rw) float32 or None (computed on write for
+        fully sampled data, see :func:`write_volume`).
+    mask: (W,) bool or None (undersampled, test-set style file).
+    header: parsed ISMRMRD fields, see :func:`parse_ismrmrd_header`; on write its
+        sequence fields are used unless overridden by keyword.
+    """
+
+    kspace: np.ndarray
+    acquisition: str = ""
+    patient_id: str = ""
+    reconstruction_rss: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.kspace.shape[0])
+
+    @property
+    def n_coils(self) -> int:
+        return int(self.kspace.shape[1])
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """Cheap metadata of a file (see :func:`read_header`); k-space is not loaded.
+
+    shape is the k-space shape (slices, coils, H, W); mask (W,) bool is
+    included when present since it is tiny; attrs holds all file attributes.
+    """
+
+    path: Path
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    acquisition: str
+    patient_id: str
+    header: dict[str, Any]
+    has_mask: bool
+    has_rss: bool
+    mask: np.ndarray | None
+    attrs: dict[str, Any]
+
+    @property
+    def n_slices(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_coils(self) -> int:
+        return self.shape[1]
+
+    @property
+    def readout(self) -> int:
+        return self.shape[2]
+
+    @property
+    def phase(self) -> int:
+        return self.shape[3]
+
+
+# --------------------------------------------------------------------------- reconstruction
+
+
+def center_fit(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre-crop or zero-pad the last two axes to ``shape``; index N // 2 maps to shape // 2."""
+    out = np.zeros(image.shape[:-2] + tuple(shape), dtype=image.dtype)
+    src, dst = [], []
+    for size, target in zip(image.shape[-2:], shape):
+        if size >= target:  # crop: same start as fastMRI's center_crop for even sizes
+            start = size // 2 - target // 2
+            src.append(slice(start, start + target))
+            dst.append(slice(0, target))
+        else:  # embed in zeros
+            start = target // 2 - size // 2
+            src.append(slice(0, size))
+            dst.append(slice(start, start + size))
+    out[(..., *dst)] = image[(..., *src)]
+    return out
+
+
+def rss_reconstruction(kspace: np.ndarray, recon_shape: tuple[int, int] = FASTMRI_RECON_SHAPE) -> np.ndarray:
+    """fastMRI's target: per coil centred orthonormal inverse FFT, RSS over coils, centre fit.
+
+    kspace (slices, coils, H, W) -> (slices, *recon_shape) float32. One slice at a time.
+    """
+    out = np.empty((kspace.shape[0], *recon_shape), dtype=np.float32)
+    for index in range(kspace.shape[0]):
+        images = ifft2c(torch.from_numpy(np.ascontiguousarray(kspace[index])))
+        rss = torch.sqrt(torch.sum(images.real**2 + images.imag**2, dim=0)).numpy()
+        out[index] = center_fit(rss, recon_shape)
+    return out
+
+
+# --------------------------------------------------------------------------- ISMRMRD header
+
+
+def _add(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:
+    element = ET.SubElement(parent, tag)  # unqualified: inherits the root's default namespace
+    if text is not None:
+        element.text = str(text)
+    return element
+
+
+def _add_xyz(parent: ET.Element, tag: str, values: Sequence[Any]) -> None:
+    element = _add(parent, tag)
+    for axis, value in zip("xyz", values):
+        _add(element, axis, value)
+
+
+def _add_limit(parent: ET.Element, tag: str, minimum: int, maximum: int, center: int) -> None:
+    element = _add(parent, tag)
+    _add(element, "minimum", minimum)
+    _add(element, "maximum", maximum)
+    _add(element, "center", center)
+
+
+def build_ismrmrd_header(
+    kspace_shape: tuple[int, int, int, int],
+    recon_shape: tuple[int, int],
+    *,
+    fov_mm: tuple[float, float, float],
+    field_strength_T: float,
+    sequence: dict[str, float],
+) -> str:
+    """ISMRMRD XML for fully encoded Cartesian data of shape (slices, coils, H, W)."""
+    n_slices, n_coils, readout, phase = kspace_shape
+    root = ET.Element("ismrmrdHeader", xmlns=ISMRMRD_NAMESPACE)
+    system = _add(root, "acquisitionSystemInformation")
+    _add(system, "systemFieldStrength_T", repr(float(field_strength_T)))
+    _add(system, "receiverChannels", n_coils)
+    conditions = _add(root, "experimentalConditions")
+    _add(conditions, "H1resonanceFrequency_Hz", int(round(GYROMAGNETIC_RATIO_HZ_PER_T * field_strength_T)))
+
+    encoding = _add(root, "encoding")
+    # Pixel size is kept from encoded to recon space.
+    recon_fov = (
+        fov_mm[0] * recon_shape[0] / readout,
+        fov_mm[1] * recon_shape[1] / phase,
+        fov_mm[2],
+    )
+    encoded = _add(encoding, "encodedSpace")
+    _add_xyz(encoded, "matrixSize", (readout, phase, 1))
+    _add_xyz(encoded, "fieldOfView_mm", [repr(float(v)) for v in fov_mm])
+    recon = _add(encoding, "reconSpace")
+    _add_xyz(recon, "matrixSize", (recon_shape[0], recon_shape[1], 1))
+    _add_xyz(recon, "fieldOfView_mm", [repr(float(v)) for v in recon_fov])
+    _add(encoding, "trajectory", "cartesian")
+    limits = _add(encoding, "encodingLimits")
+    _add_limit(limits, "kspace_encoding_step_1", 0, phase - 1, phase // 2)
+    _add_limit(limits, "kspace_encoding_step_2", 0, 0, 0)
+    _add_limit(limits, "slice", 0, n_slices - 1, 0)
+
+    present = {key: value for key, value in sequence.items() if value is not None}
+    if present:
+        parameters = _add(root, "sequenceParameters")
+        for key, tag in _SEQUENCE_FIELDS.items():  # schema order: TR, TE, TI, flipAngle_deg
+            if key in present:
+                _add(parameters, tag, repr(float(present[key])))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+def _find(root: ET.Element, path: Sequence[str]) -> str | None:
+    query = "/".join(f"ns:{tag}" for tag in path)
+    element = root.find(query, {"ns": ISMRMRD_NAMESPACE})
+    return None if element is None or element.text is None else element.text.strip()
+
+
+def parse_ismrmrd_header(xml: str | bytes) -> dict[str, Any]:
+    """Parse the fields vnrecon uses; absent fields are left out. Raises ET.ParseError.
+
+    Keys: encoded_shape, recon_shape (x, y, z) ints; fov_mm, recon_fov_mm (x, y, z)
+    floats; pe_min, pe_max, pe_center (kspace_encoding_step_1); padding_left,
+    padding_right (as fastMRI's loader computes them); field_strength_T, TR_ms,
+    TE_ms, TI_ms, flip_angle_deg (first value where ISMRMRD lists several).
+    """
+    root = ET.fromstring(xml)
+    header: dict[str, Any] = {}
+
+    def triple(path: list[str], kind: type) -> tuple | None:
+        values = [_find(root, path + [axis]) for axis in "xyz"]
+        if any(value is None for value in values):
+            return None
+        return tuple(kind(float(value)) if kind is int else kind(value) for value in values)
+
+    for key, path, kind in (
+        ("encoded_shape", ["encoding", "encodedSpace", "matrixSize"], int),
+        ("recon_shape", ["encoding", "reconSpace", "matrixSize"], int),
+        ("fov_mm", ["encoding", "encodedSpace", "fieldOfView_mm"], float),
+        ("recon_fov_mm", ["encoding", "reconSpace", "fieldOfView_mm"], float),
+    ):
+        value = triple(path, kind)
+        if value is not None:
+            header[key] = value
+
+    limits = ["encoding", "encodingLimits", "kspace_encoding_step_1"]
+    for key, tag in (("pe_min", "minimum"), ("pe_max", "maximum"), ("pe_center", "center")):
+        value = _find(root, limits + [tag])
+        if value is not None:
+            header[key] = int(value)
+    if "encoded_shape" in header and "pe_center" in header and "pe_max" in header:
+        header["padding_left"] = header["encoded_shape"][1] // 2 - header["pe_center"]
+        header["padding_right"] = header["padding_left"] + header["pe_max"] + 1
+
+    scalars = [("field_strength_T", ["acquisitionSystemInformation", "systemFieldStrength_T"])]
+    scalars += [(key, ["sequenceParameters", tag]) for key, tag in _SEQUENCE_FIELDS.items()]
+    for key, path in scalars:
+        value = _find(root, path)
+        if value is not None:
+            header[key] = float(value)
+    return header
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_volume(volume: Volume) -> tuple[np.ndarray, np.ndarray | None]:
+    kspace = np.asarray(volume.kspace)
+    if kspace.ndim != 4:
+        raise ValueError(f"kspace must be 4-D (slices, coils, readout, phase), got shape {kspace.shape}")
+    if min(kspace.shape) == 0:
+        raise ValueError(f"kspace is empty, shape {kspace.shape}")
+    if not np.iscomplexobj(kspace):
+        raise ValueError(f"kspace must be complex, got dtype {kspace.dtype}")
+    if not np.isfinite(kspace).all():
+        raise ValueError("kspace contains NaN or Inf")
+    mask = None
+    if volume.mask is not None:
+        mask = np.asarray(volume.mask).reshape(-1)
+        if mask.size != kspace.shape[-1] or np.asarray(volume.mask).ndim != 1:
+            raise ValueError(f"mask must have shape ({kspace.shape[-1]},), got {np.shape(volume.mask)}")
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("mask values must be 0 or 1")
+        mask = mask.astype(bool)
+    return kspace.astype(np.complex64, copy=False), mask
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_volume(
+    path: str | Path,
+    volume: Volume,
+    *,
+    field_strength_T: float | None = None,
+    TR_ms: float | None = None,
+    TE_ms: float | None = None,
+    TI_ms: float | None = None,
+    flip_angle_deg: float | None = None,
+    fov_mm: tuple[float, float, float] | None = None,
+    recon_shape: tuple[int, int] | None = None,
+    compute_rss: bool | None = None,
+) -> Path:
+    """Write ``volume`` as a fastMRI multi-coil file, atomically; returns the path.
+
+    Sequence keywords default to ``volume.header``'s values, then to: 3 T, no
+    TR/TE/TI/flip angle, fov_mm = (280, 280 * W / H, 3) (square pixels).
+    recon_shape defaults to the shape of the given reconstruction, else
+    ``volume.header['recon_shape']``, else 320 x 320. compute_rss defaults to
+    "no reconstruction given and no mask" (test-set style files with a mask carry
+    no reconstruction, as in fastMRI). The file is written to a temporary file in
+    the same directory and moved over ``path`` only when complete; on any error
+    the temporary file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    kspace, mask = _check_volume(volume)
+    n_slices, n_coils, readout, phase = kspace.shape
+    header = volume.header or {}
+
+    rss = volume.reconstruction_rss
+    if rss is not None:
+        rss = np.asarray(rss, dtype=np.float32)
+        if rss.ndim != 3 or rss.shape[0] != n_slices:
+            raise ValueError(f"reconstruction_rss must be ({n_slices}, rh, rw), got shape {rss.shape}")
+        if recon_shape is not None and tuple(recon_shape) != rss.shape[1:]:
+            raise ValueError(f"recon_shape {tuple(recon_shape)} does not match reconstruction_rss {rss.shape[1:]}")
+        recon_shape = rss.shape[1:]
+    if recon_shape is None:
+        recon_shape = tuple(header["recon_shape"][:2]) if "recon_shape" in header else FASTMRI_RECON_SHAPE
+    recon_shape = (int(recon_shape[0]), int(recon_shape[1]))
+    if compute_rss is None:
+        compute_rss = rss is None and mask is None
+    if rss is None and compute_rss:
+        rss = rss_reconstruction(kspace, recon_shape)
+
+    def pick(value: Any, key: str, default: Any = None) -> Any:
+        return value if value is not None else header.get(key, default)
+
+    default_fov = (DEFAULT_READOUT_FOV_MM, DEFAULT_READOUT_FOV_MM * phase / readout, DEFAULT_SLICE_THICKNESS_MM)
+    xml = build_ismrmrd_header(
+        kspace.shape,
+        recon_shape,
+        fov_mm=tuple(float(v) for v in pick(fov_mm, "fov_mm", default_fov)),
+        field_strength_T=float(pick(field_strength_T, "field_strength_T", DEFAULT_FIELD_STRENGTH_T)),
+        sequence={
+            "TR_ms": pick(TR_ms, "TR_ms"),
+            "TE_ms": pick(TE_ms, "TE_ms"),
+            "TI_ms": pick(TI_ms, "TI_ms"),
+            "flip_angle_deg": pick(flip_angle_deg, "flip_angle_deg"),
+        },
+    )
+
+    directory = path.parent if str(path.parent) else Path(".")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(descriptor)
+    try:
+        with h5py.File(temporary, "w") as h5:
+            h5.create_dataset("kspace", data=kspace)
+            if rss is not None:
+                h5.create_dataset("reconstruction_rss", data=rss)
+            if mask is not None:
+                h5.create_dataset("mask", data=mask)
+            h5.create_dataset("ismrmrd_header", data=xml)
+            h5.attrs["acquisition"] = str(volume.acquisition)
+            h5.attrs["patient_id"] = str(volume.patient_id)
+            if rss is not None:
+                h5.attrs["max"] = float(rss.max())
+                h5.attrs["norm"] = float(np.linalg.norm(rss.astype(np.float64)))
+            if mask is not None:
+                h5.attrs["acceleration"] = int(round(effective_acceleration(mask)))
+                h5.attrs["num_low_frequency"] = count_acs_lines(mask)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value[()])
+    return str(value)
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        if not h5py.is_hdf5(path):
+            raise InputError(f"{path}: not an HDF5 file")
+        return h5py.File(path, "r")
+    except InputError:
+        raise
+    except OSError as error:
+        raise InputError(f"{path}: cannot open as HDF5 ({' '.join(str(error).split())})") from None
+
+
+def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
+    """Validate the layout of an open file and collect its metadata (no k-space read)."""
+    kspace = h5.get("kspace")
+    if not isinstance(kspace, h5py.Dataset):
+        raise InputError(f"{path}: no 'kspace' dataset (not a fastMRI file?)")
+    if kspace.ndim != 4:
+        raise InputError(
+            f"{path}: 'kspace' must be 4-D (slices, coils, readout, phase), got shape {kspace.shape}"
+            + (" (single-coil files are not supported)" if kspace.ndim == 3 else "")
+        )
+    if kspace.dtype.kind != "c":
+        raise InputError(f"{path}: 'kspace' must be complex, got dtype {kspace.dtype}")
+    shape = tuple(int(size) for size in kspace.shape)
+    if min(shape) == 0:
+        raise InputError(f"{path}: 'kspace' is empty, shape {shape}")
+
+    mask = None
+    if "mask" in h5:
+        raw = h5["mask"]
+        if not isinstance(raw, h5py.Dataset):
+            raise InputError(f"{path}: 'mask' is not a dataset")
+        values = np.asarray(raw[()])
+        if values.ndim != 1 or values.size != shape[3]:
+            raise InputError(
+                f"{path}: 'mask' has shape {values.shape} but k-space has {shape[3]} phase-encoding lines"
+            )
+        if not np.isin(values, (0, 1)).all():
+            raise InputError(f"{path}: 'mask' values must be 0 or 1")
+        mask = values.astype(bool)
+        if not mask.any():
+            raise InputError(f"{path}: 'mask' samples no lines")
+
+    has_rss = isinstance(h5.get("reconstruction_rss"), h5py.Dataset)
+    if has_rss:
+        rss_shape = h5["reconstruction_rss"].shape
+        if len(rss_shape) != 3 or rss_shape[0] != shape[0]:
+            raise InputError(
+                f"{path}: 'reconstruction_rss' has shape {rss_shape}, expected ({shape[0]}, rh, rw)"
+            )
+
+    header: dict[str, Any] = {}
+    if isinstance(h5.get("ismrmrd_header"), h5py.Dataset):
+        try:
+            header = parse_ismrmrd_header(h5["ismrmrd_header"][()])
+        except (ET.ParseError, ValueError, TypeError) as error:
+            raise InputError(f"{path}: 'ismrmrd_header' is not valid ISMRMRD XML ({error})") from None
+
+    attrs = {key: h5.attrs[key] for key in h5.attrs}
+    return VolumeInfo(
+        path=path,
+        shape=shape,  # type: ignore[arg-type]
+        dtype=kspace.dtype,
+        acquisition=_text(attrs.get("acquisition", "")),
+        patient_id=_text(attrs.get("patient_id", "")),
+        header=header,
+        has_mask=mask is not None,
+        has_rss=has_rss,
+        mask=mask,
+        attrs=attrs,
+    )
+
+
+def read_header(path: str | Path) -> VolumeInfo:
+    """Metadata and layout checks only; k-space is not read. Raises InputError."""
+    path = Path(path)
+    with _open(path) as h5:
+        return _inspect(path, h5)
+
+
+def _selection(path: Path, slices: SliceSelection, n_slices: int) -> list[int]:
+    if slices is None:
+        return list(range(n_slices))
+    if isinstance(slices, slice):
+        return list(range(*slices.indices(n_slices)))
+    items = [slices] if isinstance(slices, (int, np.integer)) else list(slices)
+    indices = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            raise InputError(f"{path}: slice index must be an integer, got {item!r}")
+        if not -n_slices <= item < n_slices:
+            raise InputError(f"{path}: slice {item} out of range, the file has {n_slices} slices")
+        indices.append(int(item) % n_slices)
+    return indices
+
+
+def _read_rows(dataset: h5py.Dataset, indices: list[int]) -> np.ndarray:
+    """Read only the selected leading-axis rows (one contiguous hyperslab when possible)."""
+    if not indices:
+        return np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return dataset[indices[0] : indices[-1] + 1]
+    return np.stack([dataset[index] for index in indices])
+
+
+def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
+    """Read a file; only the selected slices of k-space and reconstruction are loaded.
+
+    ``slices``: None (all), an int, a slice or a sequence of ints (negative
+    indices allowed, order kept). The result is always 4-D (an int gives one
+    slice). Raises InputError for any problem with the file, including NaN/Inf in
+    the selected k-space slices.
+    """
+    path = Path(path)
+    with _open(path) as h5:
+        info = _inspect(path, h5)
+        indices = _selection(path, slices, info.n_slices)
+        kspace = _read_rows(h5["kspace"], indices).astype(np.complex64, copy=False)
+        finite = np.isfinite(kspace).reshape(len(indices), -1).all(axis=1)
+        if not finite.all():
+            bad = indices[int(np.flatnonzero(~finite)[0])]
+            raise InputError(f"{path}: k-space contains NaN or Inf (slice {bad})")
+        rss = None
+        if info.has_rss:
+            rss = _read_rows(h5["reconstruction_rss"], indices).astype(np.float32, copy=False)
+    return Volume(
+        kspace=kspace,
+        acquisition=info.acquisition,
+        patient_id=info.patient_id,
+        reconstruction_rss=rss,
+        mask=info.mask,
+        header=info.header,
+    )
