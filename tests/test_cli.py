@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vnrecon import __version__
-from vnrecon.cli import central_slices, main
+from vnrecon.cli import main
+from vnrecon.data.selection import central_slices
 from vnrecon.data.fastmri import Volume, write_volume
 
 NOISE_SIGMA = 0.05
@@ -60,10 +61,10 @@ def test_usage_errors_exit_2(capsys, argv):
 
 
 def test_central_slices():
-    assert central_slices(40) == range(10, 30)
-    assert central_slices(24) == range(2, 22)
-    assert central_slices(21) == range(0, 20)
-    assert central_slices(5) == range(0, 5)
+    assert central_slices(40, 20) == range(10, 30)
+    assert central_slices(24, 20) == range(2, 22)
+    assert central_slices(21, 20) == range(0, 20)
+    assert central_slices(5, 5) == range(0, 5)
 
 
 # ---------------------------------------------------------------- info

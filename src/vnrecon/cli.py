@@ -25,8 +25,6 @@ from vnrecon.errors import InputError
 PROG = "vnrecon"
 EXIT_USAGE = 2
 
-# Central slices used for SNR, as in the paper (mean over the central 20 slices).
-SNR_SLICES = 20
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -36,26 +34,20 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # --------------------------------------------------------------------------- info
 
 
-def central_slices(n_slices: int, count: int = SNR_SLICES) -> range:
-    """The central ``min(count, n_slices)`` slice indices (0-based)."""
-    count = min(count, n_slices)
-    start = n_slices // 2 - count // 2
-    return range(start, start + count)
-
-
 def _format_info(path: Path) -> str:
     import numpy as np
     import torch
 
     from vnrecon.data.fastmri import read_header, read_volume
     from vnrecon.physics.masks import count_acs_lines, effective_acceleration
+    from vnrecon.data.selection import SNR_SLICES, central_slices
     from vnrecon.physics.noise import estimate_snr
 
     info = read_header(path)
     header = info.header
     recon = header.get("recon_shape")
     recon_text = f"{recon[0]} x {recon[1]}" if recon else "not in header"
-    snr_slices = central_slices(info.n_slices)
+    snr_slices = central_slices(info.n_slices, min(SNR_SLICES, info.n_slices))
     volume = read_volume(path, slices=slice(snr_slices.start, snr_slices.stop))
     kspace = volume.kspace
     note = ""

@@ -1,0 +1,179 @@
+"""Training and test slices as plain tensors: a torch Dataset over fastMRI-layout files.
+
+One item is one slice, prepared as the reconstruction sees it:
+
+* ``kspace``    (coils, readout, phase) complex64, undersampled, normalised
+* ``maps``      (coils, readout, phase) complex64, ESPIRiT from the ACS lines
+* ``mask``      (phase,) float32
+* ``reference`` (readout / oversampling, phase) complex64: the fully sampled
+  data combined with the same maps (SPEC section 1), normalised
+* ``scale``     the normalisation: max |A^H f| of the undersampled slice
+  (SPEC section 3); multiply an output by it to get back to the file's units
+* ``file``, ``slice``: where the item came from
+
+Noise augmentation (``Selection.noise_snr``) is drawn from a generator seeded
+by (dataset seed, file name, slice), so a test set is identical every time and
+wherever the folder lives. ESPIRiT maps are computed once per slice and cached
+on disk under a key made from the k-space bytes and the ESPIRiT parameters,
+so a cached map can never belong to other data.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import InputError
+from ..physics.espirit import espirit_maps
+from ..physics.masks import count_acs_lines, make_mask
+from ..physics.noise import add_noise_to_snr
+from ..physics.operator import SenseOperator
+from .fastmri import read_volume
+from .selection import Selection
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("VNRECON_CACHE", Path.home() / ".cache" / "vnrecon"))
+
+
+@dataclass(frozen=True)
+class SliceEntry:
+    path: Path
+    slice_index: int
+    selection: Selection
+
+
+def stable_seed(*parts) -> int:
+    """A 63-bit seed from any printable parts; the same parts give the same seed on every machine."""
+    digest = hashlib.blake2b(json.dumps([str(part) for part in parts]).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write with torch.save to a temp file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(obj, temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class SliceDataset(Dataset):
+    """Slices of one or more selections, prepared for reconstruction (see module docstring)."""
+
+    def __init__(
+        self,
+        selections: list[Selection],
+        seed: int = 0,
+        oversampling: int = 2,
+        cache_dir: str | Path | None = None,
+        espirit: dict | None = None,
+    ):
+        self.seed = seed
+        self.oversampling = oversampling
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
+        self.espirit = dict(espirit or {})
+        self.entries: list[SliceEntry] = []
+        self._masks: dict[tuple, np.ndarray] = {}
+        for selection in selections:
+            for info in selection.files():
+                if info.has_mask:
+                    raise InputError(
+                        f"{info.path}: file is already undersampled (has a mask); training and "
+                        "evaluation need fully sampled k-space for the reference"
+                    )
+                for slice_index in selection.slice_indices(info):
+                    self.entries.append(SliceEntry(info.path, slice_index, selection))
+        if not self.entries:
+            raise InputError("the selection matches no slices")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def mask_for(self, entry: SliceEntry, n_phase: int) -> np.ndarray:
+        selection = entry.selection
+        kind = selection.mask
+        if kind == "mix":
+            # Half the slices regular, half random, fixed per slice.
+            kind = ("regular", "random")[stable_seed(self.seed, entry.path.name, entry.slice_index) % 2]
+        key = (kind, n_phase, selection.acceleration, selection.acs_lines, selection.mask_seed)
+        if key not in self._masks:
+            try:
+                mask = make_mask(kind, n_phase, selection.acceleration, selection.acs_lines, selection.mask_seed)
+            except ValueError as error:
+                raise InputError(str(error)) from None
+            if count_acs_lines(mask) < selection.acs_lines:
+                raise InputError(
+                    f"{kind}: mask has {count_acs_lines(mask)} ACS lines, ESPIRiT needs {selection.acs_lines}"
+                )
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def maps_for(self, kspace: torch.Tensor, acs_lines: int) -> torch.Tensor:
+        """ESPIRiT maps of one slice, from the disk cache when these exact data were seen before."""
+        parameters = json.dumps({"acs_lines": acs_lines, **self.espirit}, sort_keys=True)
+        digest = hashlib.sha256(kspace.numpy().tobytes())
+        digest.update(parameters.encode())
+        digest.update(str(tuple(kspace.shape)).encode())
+        path = self.cache_dir / "espirit" / f"{digest.hexdigest()}.pt"
+        if path.is_file():
+            try:
+                return torch.load(path, weights_only=True)
+            except Exception:  # a damaged cache entry is recomputed, never trusted
+                path.unlink(missing_ok=True)
+        maps = espirit_maps(kspace, acs_lines=acs_lines, **self.espirit)
+        atomic_torch_save(maps, path)
+        return maps
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        selection = entry.selection
+        kspace = torch.from_numpy(read_volume(entry.path, [entry.slice_index]).kspace[0])
+        if selection.noise_snr is not None:
+            generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))
+            try:
+                kspace = add_noise_to_snr(kspace, selection.noise_snr, generator, oversampling=self.oversampling)
+            except InputError as error:
+                raise InputError(f"{entry.path} slice {entry.slice_index}: {error}") from None
+        mask = torch.from_numpy(self.mask_for(entry, kspace.shape[-1]))
+        undersampled = kspace * mask
+        maps = self.maps_for(undersampled, selection.acs_lines)
+        readout = kspace.shape[-2] // self.oversampling
+        reference = SenseOperator(maps[None], torch.ones_like(mask), readout).adjoint(kspace[None])[0]
+        zero_filled = SenseOperator(maps[None], mask, readout).adjoint(undersampled[None])[0]
+        scale = zero_filled.abs().max()
+        if not scale > 0:
+            raise InputError(f"{entry.path} slice {entry.slice_index}: undersampled slice is all zero")
+        return {
+            "kspace": undersampled / scale,
+            "maps": maps,
+            "mask": mask.to(torch.float32),
+            "reference": reference / scale,
+            "scale": scale,
+            "file": str(entry.path),
+            "slice": entry.slice_index,
+        }
+
+
+def collate_slices(items: list[dict]) -> dict:
+    """Stack items into a batch; slices of different matrix sizes cannot share one."""
+    first = items[0]
+    for item in items[1:]:
+        if item["kspace"].shape != first["kspace"].shape:
+            raise InputError(
+                f"files of mixed matrix sizes in one batch: {first['file']} has k-space "
+                f"{tuple(first['kspace'].shape)}, {item['file']} has {tuple(item['kspace'].shape)}; "
+                "use batch size 1 or select files of one size"
+            )
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("kspace", "maps", "mask", "reference", "scale")}
+    batch["file"] = [item["file"] for item in items]
+    batch["slice"] = [item["slice"] for item in items]
+    return batch
