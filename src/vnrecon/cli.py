@@ -115,11 +115,278 @@ def _register_info(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_info)
 
 
+# --------------------------------------------------------------------------- simulate
+
+
+def _parse_matrix(text: str) -> tuple[int, int]:
+    """'RxP' (e.g. 256x96) -> (readout, phase); an argparse type (usage error on bad syntax)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected READOUTxPHASE, e.g. 256x96, got {text!r}") from None
+
+
+def _positive(value: int, option: str) -> int:
+    if value < 1:
+        raise InputError(f"{option} must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative(value: int, option: str) -> int:
+    if value < 0:
+        raise InputError(f"{option} must be a non-negative integer, got {value}")
+    return value
+
+
+class _Progress:
+    """tqdm bar (on stderr, only on a terminal) behind a ``progress(done, total)`` callback."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=self.unit, disable=None, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _file_range(paths: Sequence[Path]) -> str:
+    names = [path.name for path in paths]
+    return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+
+
+def _run_simulate_knee(args: argparse.Namespace) -> int:
+    from vnrecon.data import knee
+    from vnrecon.data.natural import KNEE_HIGH, KNEE_LOW, measure_knee_reference
+
+    patients = _positive(args.patients, "--patients")
+    slices = _positive(args.slices, "--slices")
+    coils = _positive(args.coils, "--coils")
+    seed = _non_negative(args.seed, "--seed")
+    if args.matrix is not None:
+        matrix = args.matrix
+    else:
+        matrix = knee.PAPER_MATRIX if args.size == "paper" else knee.DEFAULT_MATRIX
+    try:
+        matrix = knee._check_matrix(matrix)
+    except ValueError as error:
+        raise InputError(f"--matrix {matrix[0]}x{matrix[1]}: {error}") from None
+    out = Path(args.out)
+    progress = _Progress("patient")
+    try:
+        paths = knee.simulate_knee_dataset(
+            out, patients, slices, seed=seed, matrix=matrix, n_coils=coils, progress=progress
+        )
+    finally:
+        progress.close()
+    reference = measure_knee_reference(out, files=paths)
+    print(
+        f"wrote {len(paths)} files ({patients} patient(s) x {KNEE_HIGH} + {KNEE_LOW}, {slices} slices, "
+        f"{coils} coils, k-space {matrix[0]} x {matrix[1]}) to {out}: {_file_range(paths)}"
+    )
+    montage = out / "montage.png"
+    if montage.is_file():
+        print(f"montage: {montage}")
+    n_central = min(20, slices)
+    print(f"SNR = rms(k-space) / noise std (readout margins), central {n_central} slice(s) of each file:")
+    print(f"  {KNEE_HIGH:<12} {reference.snr_high:7.1f}   (PDw)")
+    print(f"  {KNEE_LOW:<12} {reference.snr_low:7.1f}   (PDw-FS)")
+    print(f"  noise sigma  {reference.sigma:.3g}")
+    return 0
+
+
+def _run_simulate_natural(args: argparse.Namespace) -> int:
+    from vnrecon.data.natural import simulate_natural_dataset
+
+    count = _positive(args.count, "--count")
+    per_file = _positive(args.slices_per_file, "--slices-per-file")
+    seed = _non_negative(args.seed, "--seed")
+    maps_from = Path(args.maps_from)
+    if not maps_from.is_dir():
+        raise InputError(f"{maps_from}: --maps-from folder not found")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise InputError(f"{args.images}: --images folder not found")
+    out = Path(args.out)
+    progress = _Progress("image")
+    try:
+        paths = simulate_natural_dataset(
+            out,
+            maps_from,
+            count=count,
+            snr=args.snr,
+            seed=seed,
+            images=args.images,
+            acs_lines=args.acs_lines,
+            progress=progress,
+            slices_per_file=per_file,
+        )
+    finally:
+        progress.close()
+    import h5py
+    import numpy as np
+
+    snrs = []
+    with h5py.File(paths[0], "r") as h5:
+        high, low = float(h5.attrs["snr_reference_high"]), float(h5.attrs["snr_reference_low"])
+        sigma = float(h5.attrs["noise_sigma"])
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            snrs.extend(np.asarray(h5.attrs["snr"]).tolist())
+    print(f"wrote {len(paths)} files ({count} synthetic slices, SNR {args.snr}) to {out}: {_file_range(paths)}")
+    montage = out / "montage.png"
+    if montage.is_file():
+        print(f"montage: {montage}")
+    print(f"knee reference from {maps_from}: SNR PDw {high:.1f}, PDw-FS {low:.1f}, noise sigma {sigma:.3g}")
+    if args.snr == "variable":
+        print(f"synthetic SNR: {min(snrs):.1f} .. {max(snrs):.1f} (uniform per image), noise sigma {sigma:.3g}")
+    else:
+        print(f"synthetic SNR: {snrs[0]:.1f}, noise sigma {sigma:.3g}")
+    print(
+        "note: the image fills the readout-oversampled FOV, so the margin-based SNR of 'vnrecon info'\n"
+        "      is not meaningful for these files; the true values are in the attributes noise_sigma and snr"
+    )
+    stale = sorted(set(out.glob(f"natural_{args.snr}_*.h5")) - set(paths))
+    if stale:
+        print(f"warning: {out} also holds {len(stale)} older natural_{args.snr}_*.h5 file(s) not written now, "
+              f"e.g. {stale[0].name}", file=sys.stderr)
+    return 0
+
+
+def _register_simulate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="generate training data: numerical knee k-space, or synthetic k-space from natural images",
+        description=(
+            "Generate fully sampled multi-coil k-space in the fastMRI HDF5 layout.\n"
+            "\n"
+            "  knee     numerical knee phantom: coronal PDw (CORPD_FBK, SNR 80) and PDw-FS\n"
+            "           (CORPDFS_FBK, SNR 20) TSE per patient, 2x readout oversampling\n"
+            "  natural  the paper's synthetic data: natural images x sinusoidal phase x ESPIRiT\n"
+            "           coil maps of knee files, Fourier transformed, noise at the knee level\n"
+            "\n"
+            "Run 'vnrecon simulate knee --help' or 'vnrecon simulate natural --help'."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", title="kinds", required=True)
+
+    knee = kinds.add_parser(
+        "knee",
+        help="numerical knee k-space, PDw and PDw-FS files per patient",
+        usage=(
+            "vnrecon simulate knee --out DIR --patients N --slices S [--seed K]\n"
+            "                             [--matrix RxP | --size {cpu,paper}] [--coils C]"
+        ),
+        description=(
+            "Simulate N numerical knee patients and write, per patient, one fully sampled\n"
+            "fastMRI-layout file per sequence: DIR/knee_pNNN_CORPD_FBK.h5 (PDw, SNR 80) and\n"
+            "DIR/knee_pNNN_CORPDFS_FBK.h5 (PDw-FS, SNR 20), S coronal slices each, C coils,\n"
+            "noise sigma 1e-5, plus DIR/montage.png (central slices of the first patients).\n"
+            "Prints the files, the montage and the SNR measured per sequence\n"
+            "(rms(k-space) / noise std from the readout margins, central up-to-20 slices).\n"
+            "Output is deterministic per seed."
+        ),
+        epilog=(
+            "example:\n"
+            "  vnrecon simulate knee --out data/knee --patients 20 --slices 20"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    knee.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
+    knee.add_argument("--patients", required=True, type=int, metavar="N", help="number of patients (>= 1)")
+    knee.add_argument("--slices", required=True, type=int, metavar="S", help="slices per patient (>= 1; the paper uses the central 20)")
+    knee.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default: 0)")
+    size = knee.add_mutually_exclusive_group()
+    size.add_argument(
+        "--matrix",
+        type=_parse_matrix,
+        default=None,
+        metavar="RxP",
+        help="k-space matrix: full readout incl. 2x oversampling x phase encoding, e.g. 256x96\n"
+        "(readout divisible by 4, phase even; instead of --size)",
+    )
+    size.add_argument(
+        "--size",
+        choices=("cpu", "paper"),
+        default="cpu",
+        help="matrix preset: cpu = 256x96 (default), paper = 640x368 (fastMRI knee)",
+    )
+    knee.add_argument("--coils", type=int, default=15, metavar="C", help="receive coils (default: 15, as the paper's knee coil)")
+    knee.set_defaults(func=_run_simulate_knee)
+
+    natural = kinds.add_parser(
+        "natural",
+        help="synthetic k-space from natural images with coil maps of knee files",
+        usage=(
+            "vnrecon simulate natural --out DIR --maps-from KNEE_DIR [--count N]\n"
+            "                                [--snr {high,low,variable}] [--images FOLDER]\n"
+            "                                [--seed K] [--acs-lines L] [--slices-per-file F]"
+        ),
+        description=(
+            "The paper's synthetic training data (Knoll et al. 2019): N natural grey images,\n"
+            "randomly rotated (k x 90 deg), flipped, scaled and cropped to the knee k-space\n"
+            "matrix incl. readout oversampling, normalised to [0, 1], modulated with a\n"
+            "sinusoidal phase a sin(2 pi (fx x + fy y) + p) of random frequency (0.5-2.5\n"
+            "cycles per FOV) and amplitude (0.5-pi rad), multiplied with ESPIRiT coil maps\n"
+            "of random central slices of the knee files in KNEE_DIR (both sequences; a pool\n"
+            "of up to 20 slices), Fourier transformed, and complex Gaussian noise added at\n"
+            "the knee noise level with SNR = rms(k-space) / sigma equal to the PDw SNR\n"
+            "(high), the PDw-FS SNR (low) or uniform between the two per image (variable);\n"
+            "both SNRs and sigma are measured on KNEE_DIR, which must hold fully sampled\n"
+            "CORPD_FBK and CORPDFS_FBK files (e.g. from 'vnrecon simulate knee').\n"
+            "\n"
+            "Writes DIR/natural_<snr>_NNN.h5 (F slices each, acquisition SYNTHETIC_<SNR>,\n"
+            "patient id natNNN; the true noise sigma and per-slice SNR, phase parameters,\n"
+            "source image and map slice are file attributes) and DIR/montage.png (magnitude\n"
+            "and phase of the coil-combined first images). Output is deterministic per seed.\n"
+            "Images: scikit-image's sample photographs (astronaut, camera, coffee, chelsea,\n"
+            "rocket, coins, moon, brick, grass, gravel, clock, immunohistochemistry, retina,\n"
+            "cell, motorcycle), or every PNG/JPEG/TIFF/BMP file in --images (e.g. BSDS500)."
+        ),
+        epilog=(
+            "example:\n"
+            "  vnrecon simulate knee --out data/knee --patients 10 --slices 20\n"
+            "  vnrecon simulate natural --out data/natural --maps-from data/knee \\\n"
+            "                           --count 200 --snr variable"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    natural.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
+    natural.add_argument(
+        "--maps-from", required=True, type=Path, metavar="KNEE_DIR",
+        help="folder of fully sampled knee files (CORPD_FBK and CORPDFS_FBK): coil maps, matrix, noise, SNRs",
+    )
+    natural.add_argument("--count", type=int, default=200, metavar="N", help="number of synthetic slices (default: 200)")
+    natural.add_argument(
+        "--snr", choices=("high", "low", "variable"), default="high",
+        help="high = PDw SNR, low = PDw-FS SNR, variable = uniform between per image (default: high)",
+    )
+    natural.add_argument(
+        "--images", type=Path, default=None, metavar="FOLDER",
+        help="folder of PNG/JPEG images to use (default: scikit-image's sample photographs)",
+    )
+    natural.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default: 0)")
+    natural.add_argument("--acs-lines", type=int, default=24, metavar="L", help="ACS lines for ESPIRiT on the knee slices (default: 24)")
+    natural.add_argument("--slices-per-file", type=int, default=10, metavar="F", help="slices per output file (default: 10)")
+    natural.set_defaults(func=_run_simulate_natural)
+
+
 # --------------------------------------------------------------------------- main
 
 # Register functions, in the order the commands are listed in ``vnrecon --help``.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_info,
+    _register_simulate,
 ]
 
 

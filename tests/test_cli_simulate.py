@@ -1,0 +1,140 @@
+"""`vnrecon simulate knee|natural` end to end: files, printed summary, info on the output, input errors."""
+
+import contextlib
+import io
+import re
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from vnrecon.cli import main
+from vnrecon.data.fastmri import read_header, read_volume
+
+KNEE_ARGS = ["--patients", "1", "--slices", "3", "--matrix", "64x48", "--coils", "4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def knee_run(tmp_path_factory):
+    """Module-scoped, so stdout is captured with a redirect (capsys is function-scoped)."""
+    out = tmp_path_factory.mktemp("cli") / "knee"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(["simulate", "knee", "--out", str(out), "--seed", "2", *KNEE_ARGS])
+    return out, status, stdout.getvalue()
+
+
+def one_line_error(capsys, argv, pattern):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vnrecon: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_help_lists_simulate(capsys):
+    assert main(["--help"]) == 0
+    assert re.search(r"^\s+simulate\s+\S", capsys.readouterr().out, re.MULTILINE)
+    for kind, words in (("knee", ["--patients", "--matrix", "--size", "640x368"]), ("natural", ["--maps-from", "--snr", "--images", "sinusoidal"])):
+        assert main(["simulate", kind, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert all(word in out for word in words), out
+
+
+def test_simulate_knee(knee_run):
+    out, status, printed = knee_run
+    assert status == 0
+    names = sorted(path.name for path in out.glob("*.h5"))
+    assert names == ["knee_p000_CORPDFS_FBK.h5", "knee_p000_CORPD_FBK.h5"]
+    assert read_header(out / "knee_p000_CORPD_FBK.h5").shape == (3, 4, 64, 48)
+    assert (out / "montage.png").is_file()
+    assert str(out) in printed and f"montage: {out / 'montage.png'}" in printed
+    snr = {name: float(value) for name, value in re.findall(r"^\s+(CORPD_FBK|CORPDFS_FBK)\s+([\d.]+)", printed, re.MULTILINE)}
+    assert snr["CORPD_FBK"] == pytest.approx(80, rel=0.05) and snr["CORPDFS_FBK"] == pytest.approx(20, rel=0.05)
+
+
+def test_simulate_natural_and_info(knee_run, tmp_path, capsys):
+    knee_dir = knee_run[0]
+    out = tmp_path / "natural"
+    argv = ["simulate", "natural", "--out", str(out), "--maps-from", str(knee_dir), "--count", "5",
+            "--snr", "variable", "--seed", "4", "--slices-per-file", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    paths = sorted(out.glob("natural_variable_*.h5"))
+    assert [path.name for path in paths] == [f"natural_variable_{i:03d}.h5" for i in range(3)]
+    assert [read_header(path).n_slices for path in paths] == [2, 2, 1]
+    assert (out / "montage.png").is_file() and f"montage: {out / 'montage.png'}" in printed
+    assert "synthetic SNR:" in printed and "knee reference" in printed
+    with h5py.File(paths[0]) as h5:
+        assert h5.attrs["acquisition"] == "SYNTHETIC_VARIABLE" and h5.attrs["seed"] == 4
+        low, high = h5.attrs["snr_reference_low"], h5.attrs["snr_reference_high"]
+        assert np.all((h5.attrs["snr"] >= low) & (h5.attrs["snr"] <= high))
+    first = read_volume(paths[0]).kspace
+
+    # Same command again: identical data (deterministic per seed).
+    assert main(argv) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(read_volume(paths[0]).kspace, first)
+
+    # `vnrecon info` reads the files (its margin SNR is not meaningful here, but nothing breaks).
+    assert main(["info", *map(str, paths)]) == 0
+    assert capsys.readouterr().out.count("SYNTHETIC_VARIABLE") == 3
+
+
+def test_simulate_natural_with_image_folder(knee_run, tmp_path, capsys):
+    from skimage import io as skio
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        skio.imsave(images / name, rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), check_contrast=False)
+    out = tmp_path / "natural"
+    assert main(["simulate", "natural", "--out", str(out), "--maps-from", str(knee_run[0]), "--count", "3",
+                 "--snr", "low", "--images", str(images)]) == 0
+    capsys.readouterr()
+    with h5py.File(out / "natural_low_000.h5") as h5:
+        assert set(h5.attrs["source_image"]) == {"a.png", "b.jpg"}
+        assert h5.attrs["acquisition"] == "SYNTHETIC_LOW"
+
+
+def test_input_errors(knee_run, tmp_path, capsys):
+    knee_dir = str(knee_run[0])
+    out = str(tmp_path / "out")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    knee = ["simulate", "knee", "--out", out]
+    natural = ["simulate", "natural", "--out", out, "--maps-from"]
+    one_line_error(capsys, [*knee, "--patients", "0", "--slices", "3"], r"--patients must be a positive integer")
+    one_line_error(capsys, [*knee, "--patients", "1", "--slices", "-1"], r"--slices must be a positive integer")
+    one_line_error(capsys, [*knee, "--patients", "1", "--slices", "2", "--coils", "0"], r"--coils must be a positive integer")
+    one_line_error(capsys, [*knee, "--patients", "1", "--slices", "2", "--matrix", "10x3"], r"--matrix 10x3: .*too small")
+    one_line_error(capsys, [*knee, "--patients", "1", "--slices", "2", "--matrix", "66x48"], r"--matrix 66x48: .*divisible")
+    one_line_error(capsys, [*natural, str(empty)], r"no \.h5 files")
+    one_line_error(capsys, [*natural, str(tmp_path / "missing")], r"--maps-from folder not found")
+    one_line_error(capsys, [*natural, knee_dir, "--images", str(empty)], r"no readable images")
+    one_line_error(capsys, [*natural, knee_dir, "--images", str(tmp_path / "missing")], r"--images folder not found")
+    one_line_error(capsys, [*natural, knee_dir, "--count", "0"], r"--count must be a positive integer")
+    one_line_error(capsys, [*natural, knee_dir, "--slices-per-file", "0"], r"--slices-per-file must be a positive")
+    pdw_only = tmp_path / "pdw_only"
+    pdw_only.mkdir()
+    (pdw_only / "x.h5").write_bytes((knee_run[0] / "knee_p000_CORPD_FBK.h5").read_bytes())
+    one_line_error(capsys, [*natural, str(pdw_only)], r"CORPDFS_FBK")
+    # argparse usage errors: exit 2 with usage.
+    for argv in ([*knee, "--patients", "1", "--slices", "2", "--matrix", "64by48"],
+                 [*knee, "--patients", "1", "--slices", "2", "--matrix", "64x48", "--size", "paper"],
+                 [*natural, knee_dir, "--snr", "medium"],
+                 ["simulate", "natural", "--out", out],
+                 ["simulate"]):
+        assert main(argv) == 2
+        assert "usage:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
