@@ -85,9 +85,11 @@ def test_simulate_natural_and_info(knee_run, tmp_path, capsys):
     capsys.readouterr()
     np.testing.assert_array_equal(read_volume(paths[0]).kspace, first)
 
-    # `vnrecon info` reads the files (its margin SNR is not meaningful here, but nothing breaks).
-    assert main(["info", *map(str, paths)]) == 0
-    assert capsys.readouterr().out.count("SYNTHETIC_VARIABLE") == 3
+    # `vnrecon info` reports the SNR recorded at simulation (no margin of these files is background).
+    assert main(["info", str(paths[0])]) == 0
+    shown = float(re.search(r"SNR:\s+([\d.]+) \(recorded", capsys.readouterr().out).group(1))
+    with h5py.File(paths[0]) as h5:
+        assert shown == pytest.approx(float(np.mean(h5.attrs["snr"])), abs=0.05)
 
 
 def test_simulate_natural_with_image_folder(knee_run, tmp_path, capsys):

@@ -55,14 +55,21 @@ def _format_info(path: Path) -> str:
         # Undersampled file: unsampled lines are zeros, so use the measured lines only.
         kspace = kspace[..., info.mask]
         note = ", sampled lines only"
-    try:
-        snr_text = f"{estimate_snr(torch.from_numpy(np.ascontiguousarray(kspace))):.1f}"
-    except ValueError as error:  # incl. InputError: data the estimator cannot use (e.g. no margins)
-        snr_text = f"n/a ({error})"
     which = (
         f"slices {snr_slices.start}-{snr_slices.stop - 1}"
         f" (0-based), central {len(snr_slices)} of {info.n_slices}{note}"
     )
+    if "snr" in info.attrs:
+        # Synthetic files fill the oversampled FOV, so no margin is background: report the recorded truth.
+        recorded = np.atleast_1d(np.asarray(info.attrs["snr"], dtype=float))
+        snr_text = f"{recorded.mean():.1f}"
+        method = f"recorded at simulation, mean of {recorded.size} slices"
+    else:
+        method = f"rms(k-space) / noise std from the readout margins; {which}"
+        try:
+            snr_text = f"{estimate_snr(torch.from_numpy(np.ascontiguousarray(kspace))):.1f}"
+        except ValueError as error:  # incl. InputError: data the estimator cannot use (e.g. no margins)
+            snr_text = f"n/a ({error})"
     lines = [
         f"{path}",
         f"  slices:       {info.n_slices}",
@@ -70,7 +77,7 @@ def _format_info(path: Path) -> str:
         f"  matrix:       {info.readout} x {info.phase} (readout x phase), recon {recon_text}",
         f"  acquisition:  {info.acquisition or '-'}",
         f"  patient id:   {info.patient_id or '-'}",
-        f"  SNR:          {snr_text} (rms(k-space) / noise std from the readout margins; {which})",
+        f"  SNR:          {snr_text} ({method})",
     ]
     if info.mask is not None:
         lines.append(
@@ -252,8 +259,8 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
     else:
         print(f"synthetic SNR: {snrs[0]:.1f}, noise sigma {sigma:.3g}")
     print(
-        "note: the image fills the readout-oversampled FOV, so the margin-based SNR of 'vnrecon info'\n"
-        "      is not meaningful for these files; the true values are in the attributes noise_sigma and snr"
+        "note: the image fills the readout-oversampled FOV, so no margin holds only noise; 'vnrecon info'\n"
+        "      reports the SNR recorded in the attributes noise_sigma and snr"
     )
     stale = sorted(set(out.glob(f"natural_{args.snr}_*.h5")) - set(paths))
     if stale:
