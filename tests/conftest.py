@@ -9,6 +9,8 @@ import pytest
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
+from vnrecon.data.knee import simulate_knee_dataset
+
 
 def smooth_coil_maps(n_coils: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Gaussian-profile coils on a ring around the FOV with slow phase ramps, RSS-normalised to 1."""
@@ -50,3 +52,23 @@ def multicoil_slice(n_coils: int = 8, readout: int = 64, phase: int = 48, seed: 
 @pytest.fixture
 def small_slice():
     return multicoil_slice()
+
+
+# Simulated knee files for training and CLI tests (small: fast to simulate and train on).
+KNEE_MATRIX = (96, 64)
+KNEE_ACS = 12
+
+
+@pytest.fixture(scope="session")
+def knee_folder(tmp_path_factory):
+    """4 simulated patients x 6 slices, 4 coils, 96 x 64 k-space (48 x 64 images)."""
+    folder = tmp_path_factory.mktemp("knee")
+    simulate_knee_dataset(folder, 4, 6, seed=3, matrix=KNEE_MATRIX, n_coils=4, montage=False)
+    return folder
+
+
+def knee_selection(folder, patients, slices, acquisition="CORPD_FBK", **extra):
+    return {
+        "data": str(folder), "acquisition": acquisition, "patients": list(patients),
+        "slices": slices, "acs_lines": KNEE_ACS, **extra,
+    }

@@ -1,0 +1,101 @@
+"""Checkpoints: the model, the optimiser and the training history in one file.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read back with
+``torch.load(..., weights_only=True)`` (no pickled code can run). It carries a
+SHA-256 digest of the model parameters, so a truncated or edited file is
+reported instead of silently producing a different network. Files are written
+to a temp file and renamed, so a crash never leaves a half-written checkpoint.
+"""
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import atomic_torch_save
+from ..errors import InputError
+
+FORMAT = "vnrecon-checkpoint"
+VERSION = 1
+#: What the network's input scaling is; a model trained otherwise is refused.
+NORMALISATION = "max-abs-zero-filled"
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model, optimizer=None, epoch: int = 0, history=None, train_config=None) -> None:
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "normalisation": NORMALISATION,
+        "model_config": dict(model.config),
+        "model_state": state,
+        "model_digest": state_digest(state),
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": epoch,
+        "history": list(history or []),
+        "train_config": train_config,
+    }
+    atomic_torch_save(payload, Path(path))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read and verify a checkpoint; every problem is an InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as error:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path}: not a readable checkpoint (truncated or corrupt: {problem})") from None
+    except Exception as error:  # weights_only refuses anything that is not plain data
+        raise InputError(f"{path}: checkpoint holds unexpected content ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{path}: not a vnrecon checkpoint")
+    if payload.get("version") != VERSION:
+        raise InputError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+    if payload.get("normalisation") != NORMALISATION:
+        raise InputError(
+            f"{path}: model was trained with normalisation {payload.get('normalisation')!r}, "
+            f"this version expects {NORMALISATION!r}"
+        )
+    state = payload.get("model_state")
+    if not isinstance(state, dict) or state_digest(state) != payload.get("model_digest"):
+        raise InputError(f"{path}: model parameters do not match their checksum (file was altered or damaged)")
+    return payload
+
+
+def model_from_checkpoint(path: str | Path):
+    """Rebuild the network of a checkpoint; a parameter layout that does not fit is an InputError."""
+    from ..models.vn import VariationalNetwork
+
+    payload = load_checkpoint(path)
+    try:
+        model = VariationalNetwork.from_config(payload["model_config"])
+        model.load_state_dict(payload["model_state"])
+    except (TypeError, KeyError, RuntimeError) as error:
+        problem = str(error).splitlines()[0]
+        raise InputError(f"{path}: parameters do not fit a variational network ({problem})") from None
+    return model, payload
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder means its checkpoint.pt; a file is taken as it is."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found (train a model first, or give a run folder)")
+    return path

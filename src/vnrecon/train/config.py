@@ -1,0 +1,136 @@
+"""Training configuration: a YAML file, optionally on top of a shipped preset.
+
+A config names the data (selections, see ``vnrecon.data.selection``) and how to
+train. Keys missing from the file come from the preset it names (``preset:
+cpu`` or ``preset: paper``, the YAML files in ``vnrecon/configs/``), then from
+the defaults below. Example::
+
+    preset: cpu
+    train:
+      - {data: data/knee, acquisition: CORPD_FBK, patients: [0, 10], slices: 20, mask: regular}
+    validation:
+      - {data: data/knee, acquisition: CORPD_FBK, patients: [10, 12], slices: 4, mask: regular}
+    epochs: 20          # overrides the preset
+"""
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..data.selection import Selection, parse_selections
+from ..errors import InputError
+
+PRESETS = ("cpu", "paper")
+
+DEFAULTS = {
+    "model": {},
+    "optimizer": {"name": "ipalm"},
+    "epochs": 10,
+    "batch_size": 5,
+    "seed": 0,
+    "oversampling": 2,
+    "loss_eps": 1e-9,
+    "validation": [],
+}
+
+
+@dataclass
+class TrainConfig:
+    train: list[Selection]
+    validation: list[Selection] = field(default_factory=list)
+    model: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=lambda: {"name": "ipalm"})
+    epochs: int = 10
+    batch_size: int = 5
+    seed: int = 0
+    oversampling: int = 2
+    loss_eps: float = 1e-9
+    preset: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "preset": self.preset,
+            "train": [selection.to_dict() for selection in self.train],
+            "validation": [selection.to_dict() for selection in self.validation],
+            "model": dict(self.model),
+            "optimizer": dict(self.optimizer),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "oversampling": self.oversampling,
+            "loss_eps": self.loss_eps,
+        }
+
+
+def preset_text(name: str) -> str:
+    """The YAML text of a shipped preset."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return resources.files("vnrecon.configs").joinpath(f"{name}.yaml").read_text()
+
+
+def preset_values(name: str) -> dict:
+    return yaml.safe_load(preset_text(name))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise InputError(f"{path}: not valid YAML ({problem})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: expected a mapping of config keys")
+    return values
+
+
+def _overlay(key: str, base, value):
+    """A mapping updates the mapping below it key by key; settings of another optimiser are dropped."""
+    if not (isinstance(value, dict) and isinstance(base, dict)):
+        return value
+    if key == "optimizer" and value.get("name", base.get("name")) != base.get("name"):
+        return dict(value)
+    return {**base, **value}
+
+
+def config_from_dict(values: dict, where: str) -> TrainConfig:
+    """Merge defaults < preset < values and validate."""
+    values = dict(values)
+    preset = values.get("preset")
+    merged = {key: (dict(value) if isinstance(value, dict) else value) for key, value in DEFAULTS.items()}
+    for layer in (preset_values(preset) if preset is not None else {}, values):
+        for key, value in layer.items():
+            merged[key] = _overlay(key, merged.get(key), value)
+    known = set(DEFAULTS) | {"train", "preset"}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise InputError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
+    if "train" not in merged:
+        raise InputError(f"{where}: 'train' (the training selections) is required")
+    for key in ("epochs", "batch_size"):
+        if not isinstance(merged[key], int) or merged[key] < 1:
+            raise InputError(f"{where}: '{key}' must be a positive integer, got {merged[key]!r}")
+    optimizer = merged["optimizer"]
+    if optimizer.get("name") not in ("ipalm", "adam"):
+        raise InputError(f"{where}: optimizer name must be 'ipalm' or 'adam', got {optimizer.get('name')!r}")
+    return TrainConfig(
+        train=parse_selections(merged["train"], f"{where}: train"),
+        validation=parse_selections(merged["validation"], f"{where}: validation") if merged["validation"] else [],
+        model=merged["model"],
+        optimizer=optimizer,
+        epochs=merged["epochs"],
+        batch_size=merged["batch_size"],
+        seed=int(merged["seed"]),
+        oversampling=int(merged["oversampling"]),
+        loss_eps=float(merged["loss_eps"]),
+        preset=preset,
+    )
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    return config_from_dict(_read_yaml(path), str(path))

@@ -1,0 +1,263 @@
+"""The training loop: epochs over a SliceDataset, iPALM or projected Adam, logs and checkpoints.
+
+Determinism and resume: the slice order of epoch e is drawn from a generator
+seeded by (seed, e) alone and the data are fixed per slice (noise included),
+so an interrupted run resumed from its last checkpoint ends with exactly the
+parameters of an uninterrupted run.
+
+Data parallelism: when ``torch.distributed`` is initialised (``torchrun``),
+every process takes its share of each global batch; losses and gradients are
+summed across processes before every optimiser decision, so all processes
+take identical steps, equal to one process on the whole batch.
+"""
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from ..data.dataset import SliceDataset, collate_slices, stable_seed
+from ..errors import InputError
+from ..eval.metrics import nrmse, ssim
+from ..models.vn import VariationalNetwork
+from .checkpoint import model_from_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .optim import IPALM, ProjectedAdam
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+HISTORY_FIELDS = ("epoch", "train_loss", "train_rmse", "train_ssim", "val_rmse", "val_ssim", "seconds")
+#: Prepared training slices are kept in memory below this size, streamed from disk above it.
+IN_MEMORY_BYTES = 4 * 2**30
+
+
+def reconstruction_loss(output: torch.Tensor, reference: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-slice squared error of smoothed magnitudes sqrt(|u|^2 + eps), summed over pixels (SPEC section 3)."""
+    smooth_output = torch.sqrt(output.real**2 + output.imag**2 + eps)
+    smooth_reference = torch.sqrt(reference.real**2 + reference.imag**2 + eps)
+    return (smooth_output - smooth_reference).square().sum(dim=(-2, -1))
+
+
+def reconstruct_batch(model, batch: dict, oversampling: int) -> torch.Tensor:
+    """Run the network on a collated batch; output on the readout-cropped grid, in normalised units."""
+    readout = batch["kspace"].shape[-2] // oversampling
+    return model(batch["kspace"], batch["maps"], batch["mask"], readout)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
+class PreparedSlices:
+    """Items of a SliceDataset, prepared once and kept in memory when they fit, else re-read per use."""
+
+    def __init__(self, dataset: SliceDataset, progress: bool, label: str):
+        self.dataset = dataset
+        self.items = None
+        first = dataset[0]
+        item_bytes = sum(value.numel() * value.element_size() for value in first.values() if torch.is_tensor(value))
+        if item_bytes * len(dataset) <= IN_MEMORY_BYTES:
+            indices = range(len(dataset))
+            self.items = [first] + [
+                dataset[index] for index in tqdm(indices[1:], desc=f"prepare {label}", disable=not progress, leave=False)
+            ]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, indices) -> dict:
+        items = [self.items[i] if self.items is not None else self.dataset[i] for i in indices]
+        return collate_slices(items)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> "Distributed":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+
+def build_optimizer(model: VariationalNetwork, settings: dict):
+    settings = dict(settings)
+    name = settings.pop("name")
+    if name == "ipalm":
+        return IPALM(model.parameter_blocks(), model.block_projections(), **settings)
+    return ProjectedAdam(model.parameters(), projection=model.project_, **settings)
+
+
+def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling: int, device) -> tuple[float, float]:
+    """Mean RMSE and SSIM (whole image, magnitude SSIM) of the network on prepared slices."""
+    errors, similarities = [], []
+    with torch.no_grad():
+        for start in range(0, len(slices), batch_size):
+            batch = to_device(slices.batch(range(start, min(start + batch_size, len(slices)))), device)
+            output = reconstruct_batch(model, batch, oversampling)
+            errors.append(nrmse(output, batch["reference"]))
+            similarities.append(ssim(output, batch["reference"]))
+    return float(torch.cat(errors).mean()), float(torch.cat(similarities).mean())
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    temp = path.with_suffix(".tmp")
+    with temp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(temp, path)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    init: str | Path | None = None,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    max_epochs: int | None = None,
+) -> list[dict]:
+    """Train a VN as ``config`` says, writing checkpoint, history.csv and TensorBoard logs to ``run_dir``.
+
+    ``max_epochs`` stops early after that many epochs of this call (used to
+    simulate an interruption); the run can then be resumed.
+    """
+    run_dir = Path(run_dir)
+    device = torch.device(device)
+    group = Distributed.current()
+    lead = group.rank == 0
+    show = progress and lead
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.exists() and not resume:
+        raise InputError(f"{checkpoint_path}: a run already exists here; use --resume to continue it or another --out")
+    if resume and not checkpoint_path.exists():
+        raise InputError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run folder)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    train_set = SliceDataset(config.train, seed=config.seed, oversampling=config.oversampling, cache_dir=cache_dir)
+    training = PreparedSlices(train_set, show, "training slices")
+    validation = None
+    if config.validation:
+        validation_set = SliceDataset(config.validation, seed=config.seed, oversampling=config.oversampling, cache_dir=cache_dir)
+        validation = PreparedSlices(validation_set, show, "validation slices")
+
+    torch.manual_seed(config.seed)
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        model, payload = model_from_checkpoint(checkpoint_path)
+        optimizer = build_optimizer(model.to(device), config.optimizer)
+        optimizer.load_state_dict(payload["optimizer_state"])
+        history = list(payload["history"])
+        start_epoch = int(payload["epoch"])
+    elif init is not None:
+        model, _ = model_from_checkpoint(init)
+        model.to(device)
+        optimizer = build_optimizer(model, config.optimizer)
+    else:
+        model = VariationalNetwork(**config.model).to(device)
+        optimizer = build_optimizer(model, config.optimizer)
+    saved_config = {**config.to_dict(), "init": str(init) if init is not None else None}
+    if lead:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(saved_config, sort_keys=False))
+
+    writer = None
+    if lead:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
+
+    last_epoch = config.epochs if max_epochs is None else min(config.epochs, start_epoch + max_epochs)
+    n_slices = len(training)
+    for epoch in range(start_epoch + 1, last_epoch + 1):
+        started = time.perf_counter()
+        order = torch.randperm(n_slices, generator=torch.Generator().manual_seed(stable_seed(config.seed, "epoch", epoch)))
+        batches = [order[i : i + config.batch_size] for i in range(0, n_slices, config.batch_size)]
+        totals = torch.zeros(3, dtype=torch.float64)  # loss, rmse, ssim summed over slices
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
+        for global_indices in bar:
+            local = global_indices[group.rank :: group.world].tolist()
+            batch = to_device(training.batch(local), device) if local else None
+            global_size = len(global_indices)
+            observed = {}
+
+            def closure():
+                optimizer.zero_grad(set_to_none=False)
+                if batch is None:
+                    loss = sum(parameter.sum() * 0 for parameter in model.parameters())
+                else:
+                    output = reconstruct_batch(model, batch, config.oversampling)
+                    per_slice = reconstruction_loss(output, batch["reference"], config.loss_eps)
+                    loss = per_slice.sum() / global_size
+                    if not observed:  # first evaluation of the step: the logged training metrics
+                        with torch.no_grad():
+                            observed["sums"] = torch.stack(
+                                [per_slice.sum(), nrmse(output, batch["reference"]).sum(), ssim(output, batch["reference"]).sum()]
+                            ).to(torch.float64).cpu()
+                loss.backward()
+                loss = loss.detach()
+                if group.world > 1:
+                    for parameter in model.parameters():
+                        group.sum_(parameter.grad)
+                    group.sum_(loss)
+                return loss
+
+            def value_closure():
+                """Loss only (iPALM's line search): a forward pass, no gradients."""
+                with torch.no_grad():
+                    if batch is None:
+                        loss = torch.zeros((), dtype=torch.float64)
+                    else:
+                        output = reconstruct_batch(model, batch, config.oversampling)
+                        loss = reconstruction_loss(output, batch["reference"], config.loss_eps).sum() / global_size
+                    return group.sum_(loss)
+
+            loss = optimizer.step(closure, value_closure) if isinstance(optimizer, IPALM) else optimizer.step(closure)
+            if "sums" in observed:
+                totals += observed["sums"]
+            bar.set_postfix(loss=f"{float(loss):.4g}")
+        group.sum_(totals)
+        row = {
+            "epoch": epoch,
+            "train_loss": float(totals[0]) / n_slices,
+            "train_rmse": float(totals[1]) / n_slices,
+            "train_ssim": float(totals[2]) / n_slices,
+            "val_rmse": math.nan,
+            "val_ssim": math.nan,
+        }
+        if validation is not None and lead:
+            row["val_rmse"], row["val_ssim"] = evaluate_slices(model, validation, config.batch_size, config.oversampling, device)
+        row["seconds"] = time.perf_counter() - started
+        history.append(row)
+        if lead:
+            save_checkpoint(checkpoint_path, model, optimizer, epoch, history, saved_config)
+            _write_history(run_dir / HISTORY, history)
+            for key in HISTORY_FIELDS[1:-1]:
+                if not math.isnan(row[key]):
+                    writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
+            writer.flush()
+            if show:
+                validation_text = f", val RMSE {row['val_rmse']:.4f} SSIM {row['val_ssim']:.4f}" if validation else ""
+                tqdm.write(
+                    f"epoch {epoch}/{config.epochs}: train RMSE {row['train_rmse']:.4f} SSIM {row['train_ssim']:.4f}"
+                    f"{validation_text} ({row['seconds']:.1f} s)"
+                )
+    if writer is not None:
+        writer.close()
+    return history

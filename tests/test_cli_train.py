@@ -1,0 +1,56 @@
+"""`vnrecon train`, `recon`, `inspect` and `preset` end to end on simulated data."""
+
+import h5py
+import numpy as np
+import yaml
+
+from tests.conftest import KNEE_ACS, knee_selection
+from vnrecon.cli import main
+from vnrecon.train.config import preset_text
+
+
+def test_train_recon_inspect(knee_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VNRECON_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "train": [knee_selection(knee_folder, (0, 2), 2)],
+        "validation": [knee_selection(knee_folder, (2, 3), 1)],
+        "model": {"stages": 2, "filters": 4, "kernel_size": 5},
+        "epochs": 1,
+        "batch_size": 2,
+    }))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet", "--cache", str(tmp_path / "cache")]) == 0
+    assert (run / "checkpoint.pt").is_file() and (run / "history.csv").is_file() and (run / "config.yaml").is_file()
+    # Running again into the same folder without --resume is refused, not overwritten.
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    source = sorted(knee_folder.glob("*CORPD_FBK.h5"))[3]
+    out = tmp_path / "recon.h5"
+    assert main(["recon", "--model", str(run), "--in", str(source), "--out", str(out), "--acs-lines", str(KNEE_ACS), "--png"]) == 0
+    with h5py.File(out) as h5, h5py.File(source) as original:
+        slices, _, readout, phase = original["kspace"].shape
+        assert h5["reconstruction_complex"].shape == (slices, readout // 2, phase)
+        assert h5["reconstruction"].shape == (slices, *original["reconstruction_rss"].shape[1:])
+        assert np.isfinite(h5["reconstruction"][()]).all()
+        assert h5.attrs["acquisition"] == "CORPD_FBK"
+    assert out.with_suffix(".png").is_file()
+
+    assert main(["inspect", str(run)]) == 0
+    assert (run / "filters.png").is_file() and (run / "curves.png").is_file()
+
+
+def test_recon_rejects_a_mask_that_does_not_fit(knee_folder, tmp_path, capsys):
+    source = sorted(knee_folder.glob("*.h5"))[0]
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.ones(10))
+    fake_run = tmp_path / "run"
+    fake_run.mkdir()
+    assert main(["recon", "--model", str(fake_run), "--in", str(source), "--out", str(tmp_path / "o.h5")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_preset_prints_the_shipped_yaml(capsys):
+    assert main(["preset", "paper"]) == 0
+    assert capsys.readouterr().out == preset_text("paper")

@@ -1,0 +1,126 @@
+import csv
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tests.conftest import knee_selection
+from vnrecon.errors import InputError
+from vnrecon.models.vn import VariationalNetwork
+from vnrecon.train.checkpoint import load_checkpoint
+from vnrecon.train.config import config_from_dict
+from vnrecon.train.loop import reconstruction_loss, train
+
+TINY_MODEL = {"stages": 2, "filters": 4, "kernel_size": 5, "rbf_centres": 15}
+
+
+def tiny_config(folder, epochs=3, batch_size=3, optimizer=None, **extra):
+    values = {
+        "train": [knee_selection(folder, (0, 2), 2)],
+        "model": TINY_MODEL,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": 5,
+        **extra,
+    }
+    if optimizer is not None:
+        values["optimizer"] = optimizer
+    return config_from_dict(values, "test")
+
+
+def parameters(run_dir):
+    return load_checkpoint(run_dir / "checkpoint.pt")["model_state"]
+
+
+def assert_same_parameters(first, second, atol=0.0):
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=atol, msg=name)
+
+
+def test_loss_is_squared_error_of_smoothed_magnitudes():
+    output = torch.tensor([[[3 + 4j, 0j]]], dtype=torch.complex128)
+    reference = torch.tensor([[[1 + 0j, 1j]]], dtype=torch.complex128)
+    eps = 1e-2
+    expected = ((25 + eps) ** 0.5 - (1 + eps) ** 0.5) ** 2 + (eps**0.5 - (1 + eps) ** 0.5) ** 2
+    assert reconstruction_loss(output, reference, eps).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("optimizer", [None, {"name": "adam", "lr": 0.01}])
+def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(knee_folder, tmp_path, optimizer):
+    config = tiny_config(knee_folder, optimizer=optimizer)
+    cache = tmp_path / "cache"
+    train(config, tmp_path / "straight", progress=False, cache_dir=cache)
+    train(config, tmp_path / "split", progress=False, cache_dir=cache, max_epochs=1)
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
+    history = train(config, tmp_path / "split", resume=True, progress=False, cache_dir=cache)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert_same_parameters(parameters(tmp_path / "straight"), parameters(tmp_path / "split"))
+    with open(tmp_path / "split" / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert list((tmp_path / "split" / "tensorboard").iterdir())
+
+
+def test_constraints_hold_after_training(knee_folder, tmp_path):
+    train(tiny_config(knee_folder, epochs=1), tmp_path / "run", progress=False, cache_dir=tmp_path / "cache")
+    state = parameters(tmp_path / "run")
+    for name, value in state.items():
+        if name.endswith("filters"):
+            means = value.mean(dim=(2, 3))
+            assert means.abs().max() < 1e-6, name
+            assert value.flatten(1).norm(dim=1).max() <= 1 + 1e-6, name
+        if name.endswith("lam"):
+            assert value.item() >= 0
+
+
+def test_init_starts_from_a_trained_model(knee_folder, tmp_path):
+    cache = tmp_path / "cache"
+    train(tiny_config(knee_folder, epochs=1), tmp_path / "base", progress=False, cache_dir=cache)
+    config = tiny_config(knee_folder, epochs=1)
+    history = train(config, tmp_path / "tuned", init=tmp_path / "base" / "checkpoint.pt", progress=False, cache_dir=cache)
+    scratch = train(config, tmp_path / "scratch", progress=False, cache_dir=cache)
+    # Fine-tuning starts where the base model ended, so its first epoch is already better than from scratch.
+    assert history[0]["train_loss"] < scratch[0]["train_loss"]
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(knee_folder, tmp_path):
+    config = tiny_config(knee_folder, epochs=1)
+    train(config, tmp_path / "run", progress=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(InputError, match="--resume"):
+        train(config, tmp_path / "run", progress=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(config, tmp_path / "empty", resume=True, progress=False, cache_dir=tmp_path / "cache")
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _distributed_worker(rank, world, port, folder, run_dir, cache):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        train(tiny_config(folder, epochs=1, batch_size=4), run_dir, progress=False, cache_dir=cache)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gloo_step_equals_single_process(knee_folder, tmp_path):
+    cache = tmp_path / "cache"
+    # 2 patients x 2 slices = one global batch of 4: exactly one optimiser step.
+    train(tiny_config(knee_folder, epochs=1, batch_size=4), tmp_path / "single", progress=False, cache_dir=cache)
+    mp.spawn(_distributed_worker, args=(2, _free_port(), knee_folder, tmp_path / "ddp", cache), nprocs=2)
+    # Gradients are summed in a different order across processes: equal to rounding.
+    assert_same_parameters(parameters(tmp_path / "single"), parameters(tmp_path / "ddp"), atol=1e-5)
+    # ... and the step did move the parameters away from their (seeded) initial values.
+    torch.manual_seed(5)
+    initial = VariationalNetwork(**TINY_MODEL).state_dict()
+    moved = max((parameters(tmp_path / "ddp")[name] - value).abs().max().item() for name, value in initial.items())
+    assert moved > 1e-3
