@@ -19,6 +19,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/espirit_speed.py
+	$(BIN)/python benchmarks/vn_speed.py --size cpu
+	$(BIN)/python benchmarks/simulate_speed.py
 
 clean:
 	rm -rf $(VENV) demo
