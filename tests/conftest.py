@@ -6,6 +6,7 @@ the simulator with itself.
 
 import numpy as np
 import pytest
+import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
@@ -72,3 +73,27 @@ def knee_selection(folder, patients, slices, acquisition="CORPD_FBK", **extra):
         "data": str(folder), "acquisition": acquisition, "patients": list(patients),
         "slices": slices, "acs_lines": KNEE_ACS, **extra,
     }
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Small tensors: one torch thread avoids oversubscription stalls (OpenMP, threaded LAPACK) on a
+    shared CPU, where they made some modules 10x slower. Restored afterwards.
+    Use with ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def saved_bytes(function) -> int:
+    """Bytes of the tensors autograd keeps for backward while evaluating function()."""
+    total = []
+
+    def pack(tensor):
+        total.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        function()
+    return sum(total)

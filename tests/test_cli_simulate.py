@@ -15,12 +15,7 @@ from vnrecon.data.fastmri import read_header, read_volume
 KNEE_ARGS = ["--patients", "1", "--slices", "3", "--matrix", "64x48", "--coils", "4"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

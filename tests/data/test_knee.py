@@ -23,13 +23,7 @@ def rss(kspace: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(np.abs(coil_images(kspace)) ** 2, axis=1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """The tensors here are small: one thread avoids oversubscription stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ COILS = 4
 PER_FILE = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

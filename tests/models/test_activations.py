@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from tests.conftest import saved_bytes
 from vnrecon.models import activations
 from vnrecon.models.activations import (
     RBFActivation,
@@ -92,17 +93,6 @@ def test_nan_propagates_without_an_indexing_error():
     assert torch.isfinite(y[0, 0, 1:]).all() and y[0, 0, 2:].abs().max() < 1e-6
 
 
-def saved_bytes(function):
-    """Bytes of the tensors autograd keeps for backward while evaluating function()."""
-    total = []
-
-    def pack(tensor):
-        total.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        function()
-    return sum(total)
 
 
 def test_fast_rbf_keeps_only_its_input_for_backward():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tests.conftest import multicoil_slice
+from tests.conftest import multicoil_slice, saved_bytes
 from vnrecon.errors import InputError
 from vnrecon.models.vn import (
     GramOperator,
@@ -219,16 +219,6 @@ def test_float32_network_runs_on_complex64_data():
     assert (out - reference).abs().max() < 1e-4 * reference.abs().max()
 
 
-def saved_bytes(function):
-    total = []
-
-    def pack(tensor):
-        total.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        function()
-    return sum(total)
 
 
 def test_fused_regulariser_keeps_no_filter_responses_for_backward():

@@ -14,18 +14,7 @@ from vnrecon.physics.operator import center_crop_readout
 ACS, KERNEL, THRESHOLD, CROP = 24, 6, 0.02, 0.95
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run this module's small problems on one intra-op thread.
-
-    They take a few seconds of CPU in total; with more threads the per-operation
-    synchronisation (OpenMP, threaded MKL LAPACK) dominates, and on a shared,
-    oversubscribed CPU it can make the module 10x slower. Restored afterwards.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
