@@ -21,6 +21,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/espirit_speed.py
 	$(BIN)/python benchmarks/vn_speed.py --size cpu
 	$(BIN)/python benchmarks/simulate_speed.py
+	$(BIN)/python benchmarks/dataset_speed.py
 
 clean:
 	rm -rf $(VENV) demo
