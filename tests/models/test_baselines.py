@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import pywt  # test-only reference: the module hard-codes its filter constants
 import pytest
 import torch
 
@@ -12,16 +13,9 @@ from vnrecon.models import baselines as bl
 from vnrecon.physics.masks import regular_mask
 from vnrecon.physics.operator import SenseOperator
 
-pywt = pytest.importorskip("pywt")  # test-only: the module hard-codes its filters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The problems here are tiny: intra-op threads only add overhead (a lot on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _problem(n_coils=8, readout=32, phase=24, acceleration=4, acs=6, noise=0.0, seed=0, dtype=torch.complex128):

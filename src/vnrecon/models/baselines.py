@@ -49,6 +49,19 @@ batch-independent start vector; the estimate is a lower bound, so the solvers
 use ``1.01 * ||A||^2`` for safety. ``||grad||^2 <= 8`` for the forward
 differences below.
 
+Stopping (per slice; defaults)
+------------------------------
+* CG-SENSE: recursive residual ``||r_k|| <= tolerance ||A^H f||`` (1e-6), at
+  most 100 iterations.
+* TV: relative primal change ``||u_k+1 - u_k|| / ||u_k+1|| <= tolerance``
+  (1e-5), at most 1000 iterations.
+* wavelet: relative proximal-gradient residual ``||x_k+1 - z_k|| / ||x_k+1||
+  <= tolerance`` (1e-5), at most 1000 iterations.
+At the defaults the result is within ~1e-3 (relative) of the converged
+minimiser on the test phantoms and the simulated knee, which moves NRMSE by
+< 1e-4; pass a smaller tolerance for exact comparisons (``info['converged']``
+tells whether the tolerance was met).
+
 Batches
 -------
 Every per-slice quantity (scale, ``||A||``, step sizes, CG's alpha and beta,
@@ -122,7 +135,9 @@ def _per_slice(value, batch: int, like: torch.Tensor, name: str) -> torch.Tensor
     if tensor.ndim == 0:
         tensor = tensor.expand(batch)
     if tensor.shape != (batch,):
-        raise InputError(f"{name} must be a number or have one value per slice ({batch}), got shape {tuple(tensor.shape)}")
+        raise InputError(
+            f"{name} must be a number or have one value per slice ({batch}), got shape {tuple(tensor.shape)}"
+        )
     if not torch.all(torch.isfinite(tensor)) or torch.any(tensor < 0):
         raise InputError(f"{name} must be finite and non-negative")
     return tensor
@@ -329,7 +344,8 @@ def _project_dual(field_: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Per-pixel projection of a (batch, 2, H, W) field onto {|q| <= weight} (the TV dual ball)."""
     magnitude = torch.sqrt(field_.abs().square().sum(-3, keepdim=True))
     w = _expand(weight, magnitude)
-    factor = torch.where(magnitude > w, w / magnitude.clamp_min(torch.finfo(magnitude.dtype).tiny), torch.ones_like(magnitude))
+    shrink = w / magnitude.clamp_min(torch.finfo(magnitude.dtype).tiny)
+    factor = torch.where(magnitude > w, shrink, torch.ones_like(magnitude))
     return field_ * factor
 
 
@@ -564,7 +580,7 @@ def wavelet_coefficients(packed: torch.Tensor, levels: int = 4) -> list:
 
 
 def detail_mask(shape, levels: int, device=None) -> torch.Tensor:
-    """Boolean (H, W) mask of the detail coefficients in the packed layout (everything but the coarsest approximation)."""
+    """Boolean (H, W) mask of the detail coefficients in the packed layout (all but the coarsest approximation)."""
     height, width = shape[-2:]
     mask = torch.ones((height, width), dtype=torch.bool, device=device)
     mask[: height >> levels, : width >> levels] = False
@@ -690,9 +706,14 @@ def wavelet_reconstruction(
     problem above exactly.
 
     ``weight`` is relative to the data scale (slice normalised to
-    ``max|A^H f| = 1``). Stopping, per slice: ``||x_k+1 - x_k|| / ||x_k+1|| <=
-    tolerance`` or ``iterations``. ``track_objective=True`` records the
-    normalised objective per iteration (one extra ``A`` per iteration).
+    ``max|A^H f| = 1``). Stopping, per slice: the relative proximal-gradient
+    residual ``||x_k+1 - z_k|| / ||x_k+1|| <= tolerance`` (``x_k+1 = prox(z_k -
+    grad/L)``; ``L ||x_k+1 - z_k||`` bounds the distance of 0 to the subdifferential
+    at ``x_k+1`` up to a factor 2), or ``iterations``. ``track_objective=True``
+    records the normalised objective per iteration (one extra ``A`` per
+    iteration); ``return_info=True`` returns ``(images, info)`` with
+    ``{'iterations', 'converged', 'relative_change', 'restarts', 'lipschitz',
+    'padded_shape', 'scale'}``.
     """
     _check_iterations(iterations, tolerance)
     wavelet_filters(wavelet)
@@ -756,7 +777,11 @@ def _method(name: str) -> BaselineMethod:
 
 
 def reconstruct(method: str, operator: SenseOperator, kspace: torch.Tensor, **overrides) -> torch.Tensor:
-    """Run a registered method (``'zf'``, ``'sense'``, ``'tv'``, ``'wavelet'``) with its defaults, updated by ``overrides``."""
+    """Run a registered method (``'zf'``, ``'sense'``, ``'tv'``, ``'wavelet'``) with its defaults and ``overrides``.
+
+    Unknown methods and parameters raise ``InputError``. Example:
+    ``reconstruct('tv', operator, kspace, weight=1e-3, return_info=True)``.
+    """
     entry = _method(method)
     params = {**entry.defaults, **overrides}
     try:
