@@ -481,31 +481,23 @@ def _register_preset(subparsers: argparse._SubParsersAction) -> None:
 
 def _write_reconstruction(path: Path, images, volume, model_path: Path, mask) -> None:
     """fastMRI-style output: magnitude 'reconstruction' on the header's recon grid plus the complex images."""
-    import tempfile
-
     import h5py
     import numpy as np
 
     from vnrecon.data.fastmri import center_fit
+    from vnrecon.files import atomic_write
 
     recon_shape = tuple(volume.header.get("recon_shape", (images.shape[-2], images.shape[-1])))[:2]
     magnitude = np.stack([center_fit(np.abs(image), recon_shape) for image in images]).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        with h5py.File(temp, "w") as h5:
-            h5.create_dataset("reconstruction", data=magnitude)
-            h5.create_dataset("reconstruction_complex", data=images.astype(np.complex64))
-            h5.create_dataset("mask", data=mask.astype(bool))
-            h5.attrs["acquisition"] = volume.acquisition
-            h5.attrs["patient_id"] = volume.patient_id
-            h5.attrs["model"] = str(model_path)
-            h5.attrs["max"] = float(magnitude.max())
-            h5.attrs["norm"] = float(np.linalg.norm(magnitude))
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    with atomic_write(path) as temporary, h5py.File(temporary, "w") as h5:
+        h5.create_dataset("reconstruction", data=magnitude)
+        h5.create_dataset("reconstruction_complex", data=images.astype(np.complex64))
+        h5.create_dataset("mask", data=mask.astype(bool))
+        h5.attrs["acquisition"] = volume.acquisition
+        h5.attrs["patient_id"] = volume.patient_id
+        h5.attrs["model"] = str(model_path)
+        h5.attrs["max"] = float(magnitude.max())
+        h5.attrs["norm"] = float(np.linalg.norm(magnitude))
 
 
 def _run_recon(args: argparse.Namespace) -> int:

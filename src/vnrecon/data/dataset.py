@@ -21,7 +21,6 @@ so a cached map can never belong to other data.
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
+from ..files import atomic_write
 from ..physics.espirit import espirit_maps
 from ..physics.masks import count_acs_lines, make_mask
 from ..physics.noise import add_noise_to_snr
@@ -51,19 +51,6 @@ def stable_seed(*parts) -> int:
     """A 63-bit seed from any printable parts; the same parts give the same seed on every machine."""
     digest = hashlib.blake2b(json.dumps([str(part) for part in parts]).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write with torch.save to a temp file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 class SliceDataset(Dataset):
@@ -130,7 +117,8 @@ class SliceDataset(Dataset):
             except Exception:  # a damaged cache entry is recomputed, never trusted
                 path.unlink(missing_ok=True)
         maps = espirit_maps(kspace, acs_lines=acs_lines, **self.espirit)
-        atomic_torch_save(maps, path)
+        with atomic_write(path) as temporary:
+            torch.save(maps, temporary)
         return maps
 
     def __getitem__(self, index: int) -> dict:

@@ -37,8 +37,6 @@ starts with the file path.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +47,7 @@ import numpy as np
 import torch
 
 from vnrecon.errors import InputError
+from vnrecon.files import atomic_write
 from vnrecon.physics.fft import ifft2c
 from vnrecon.physics.masks import count_acs_lines, effective_acceleration
 
@@ -311,12 +310,6 @@ def _check_volume(volume: Volume) -> tuple[np.ndarray, np.ndarray | None]:
     return kspace.astype(np.complex64, copy=False), mask
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def write_volume(
     path: str | Path,
     volume: Volume,
@@ -379,10 +372,7 @@ def write_volume(
         },
     )
 
-    directory = path.parent if str(path.parent) else Path(".")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(descriptor)
-    try:
+    with atomic_write(path) as temporary:
         with h5py.File(temporary, "w") as h5:
             h5.create_dataset("kspace", data=kspace)
             if rss is not None:
@@ -398,16 +388,6 @@ def write_volume(
             if mask is not None:
                 h5.attrs["acceleration"] = int(round(effective_acceleration(mask)))
                 h5.attrs["num_low_frequency"] = count_acs_lines(mask)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

@@ -1001,29 +1001,11 @@ def _rss_image(kspace: np.ndarray) -> np.ndarray:
 def save_montage(
     path: str | Path, panels: list[tuple[str, np.ndarray]], n_cols: int, pixel_aspect: float = 1.0
 ) -> Path:
-    """Grid of titled grey-scale images (each scaled to its own 99.5th percentile) as a PNG.
+    """Grid of titled grey-scale images as a PNG (see ``eval.figures.save_image_grid``)."""
+    from ..eval.figures import save_image_grid
 
-    ``pixel_aspect``: row spacing / column spacing, so anatomy keeps its proportions.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    n_rows = math.ceil(len(panels) / n_cols)
-    height, width = panels[0][1].shape
-    aspect = height * pixel_aspect / width
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * aspect * n_rows + 0.4 * n_rows), squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
-    for axis, (title, image) in zip(axes.ravel(), panels):
-        axis.imshow(image, cmap="gray", vmin=0.0, vmax=float(np.percentile(image, 99.5)), aspect=pixel_aspect)
-        axis.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    titles, images = zip(*panels)
+    return save_image_grid(list(images), list(titles), path, columns=n_cols, pixel_aspect=pixel_aspect)
 
 
 def simulate_knee_dataset(

@@ -114,8 +114,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +123,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..files import atomic_write
 from ..physics.espirit import espirit_maps
 from ..physics.fft import fft2c, ifft2c
 from ..physics.noise import add_complex_noise, estimate_noise_sigma
@@ -526,9 +525,7 @@ def _write_file(
 ) -> Path:
     """write_volume to a temporary name in the same folder, add the ground-truth attrs, rename."""
     readout, phase = reference.matrix
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_write(path) as temporary:
         write_volume(
             temporary,
             Volume(
@@ -552,19 +549,14 @@ def _write_file(
             attrs["phase_amplitude"] = np.array([sample.phase.amplitude for sample in samples], dtype=np.float64)
             attrs["phase_frequency"] = np.array([sample.phase.frequency for sample in samples], dtype=np.float64)
             attrs["phase_offset"] = np.array([sample.phase.offset for sample in samples], dtype=np.float64)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
 def _save_montage(path: Path, panels: list[tuple[str, np.ndarray]], pixel_aspect: float) -> Path:
     """Magnitude (grey, to the 99.5th percentile) above phase (cyclic, -pi..pi) of each image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..eval.figures import save_figure
 
     n_cols = len(panels)
     height, width = panels[0][1].shape
@@ -580,9 +572,7 @@ def _save_montage(path: Path, panels: list[tuple[str, np.ndarray]], pixel_aspect
         top.axis("off")
         bottom.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _check_count(value, name: str) -> int:

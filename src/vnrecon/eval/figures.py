@@ -4,8 +4,6 @@ All functions write a PNG (matplotlib, Agg backend) atomically and return its pa
 """
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,22 +12,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import torch  # noqa: E402
 
+from ..files import atomic_write  # noqa: E402
 from ..models.activations import rbf_naive  # noqa: E402
 
 
 def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save to a temp file beside ``path`` and rename, so a PNG is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
+    """Save as PNG without ever leaving a half-written file, and close the figure."""
     try:
-        figure.savefig(temp, dpi=dpi, bbox_inches="tight")
-        os.replace(temp, path)
+        with atomic_write(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)
-        Path(temp).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def activation_curves(model, samples: int = 201) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -97,19 +91,25 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "",
     return save_figure(figure, path)
 
 
-def save_image_grid(images: list, titles: list[str], path: str | Path, title: str = "", columns: int = 6) -> Path:
-    """Magnitude images in a grid, each on its own grey scale (0 to its 99.5th percentile)."""
+def save_image_grid(
+    images: list, titles: list[str], path: str | Path, title: str = "", columns: int = 6, pixel_aspect: float = 1.0
+) -> Path:
+    """Magnitude images in a grid, each on its own grey scale (0 to its 99.5th percentile).
+
+    ``pixel_aspect``: row spacing / column spacing, so anatomy keeps its proportions.
+    """
     import numpy as np
 
     count = len(images)
     columns = min(columns, count)
     rows = math.ceil(count / columns)
     height, width = images[0].shape
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows * height / width + 0.4), squeeze=False)
+    aspect = height * pixel_aspect / width
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, (2.4 * aspect + 0.4) * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, label in zip(axes.flat, images, titles):
-        axis.imshow(image, cmap="gray", vmin=0, vmax=float(np.percentile(image, 99.5)) or 1.0)
+        axis.imshow(image, cmap="gray", vmin=0, vmax=float(np.percentile(image, 99.5)) or 1.0, aspect=pixel_aspect)
         axis.set_title(label, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.dataset import atomic_torch_save
 from ..errors import InputError
+from ..files import atomic_write
 
 FORMAT = "vnrecon-checkpoint"
 VERSION = 1
@@ -47,7 +47,8 @@ def save_checkpoint(path: str | Path, model, optimizer=None, epoch: int = 0, his
         "history": list(history or []),
         "train_config": train_config,
     }
-    atomic_torch_save(payload, Path(path))
+    with atomic_write(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def load_checkpoint(path: str | Path) -> dict:
