@@ -9,8 +9,7 @@ from vnrecon.cli import main
 from vnrecon.train.config import preset_text
 
 
-def test_train_recon_inspect(knee_folder, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("VNRECON_CACHE", str(tmp_path / "cache"))
+def test_train_recon_inspect(knee_folder, tmp_path, capsys):
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({
         "train": [knee_selection(knee_folder, (0, 2), 2)],
