@@ -7,7 +7,6 @@ import re
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from vnrecon.cli import main
 from vnrecon.data.fastmri import read_header, read_volume

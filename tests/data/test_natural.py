@@ -64,10 +64,11 @@ def variable(tmp_path_factory, knee_dir):
 def load(paths):
     """(kspace (n, coils, H, W), per-slice attrs dict of arrays, file attrs of the first file)."""
     kspace, per_slice = [], {}
+    with h5py.File(paths[0]) as h5:
+        first = dict(h5.attrs)
     for path in paths:
         kspace.append(read_volume(path).kspace)
         with h5py.File(path) as h5:
-            first = dict(h5.attrs) if path == paths[0] else first
             for key in ("snr", "source_image", "map_source", "phase_amplitude", "phase_frequency", "phase_offset"):
                 per_slice.setdefault(key, []).extend(list(h5.attrs[key]))
     return np.concatenate(kspace), {key: np.array(value) for key, value in per_slice.items()}, first

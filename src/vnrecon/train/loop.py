@@ -13,7 +13,6 @@ take identical steps, equal to one process on the whole batch.
 
 import csv
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from ..data.dataset import SliceDataset, collate_slices, stable_seed
 from ..errors import InputError
+from ..files import atomic_write
 from ..eval.metrics import nrmse, ssim
 from ..models.vn import VariationalNetwork
 from .checkpoint import model_from_checkpoint, save_checkpoint
@@ -115,12 +115,10 @@ def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    temp = path.with_suffix(".tmp")
-    with temp.open("w", newline="") as handle:
+    with atomic_write(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(temp, path)
 
 
 def train(
