@@ -57,10 +57,17 @@ import torch
 
 from vnrecon.models.vn import VariationalNetwork
 from vnrecon.physics.masks import regular_mask
+from vnrecon.train.config import preset_values
+
+def _preset_net(name: str) -> dict:
+    """The network sizes of a shipped training preset (so the benchmark follows the preset)."""
+    model = preset_values(name)["model"]
+    return {key: model[key] for key in ("stages", "filters", "kernel_size")}
+
 
 SIZES = {
-    "paper": {"coils": 15, "readout": 320, "phase": 368, "net": {"stages": 10, "filters": 24, "kernel_size": 11}},
-    "cpu": {"coils": 15, "readout": 128, "phase": 96, "net": {"stages": 5, "filters": 12, "kernel_size": 7}},
+    "paper": {"coils": 15, "readout": 320, "phase": 368, "net": _preset_net("paper")},
+    "cpu": {"coils": 15, "readout": 128, "phase": 96, "net": _preset_net("cpu")},
 }
 VARIANTS = ("rbf", "naive", "identity")
 EPOCH_SLICES = 200
