@@ -1,4 +1,4 @@
-"""Figures a person would rather look at than read: learned parameters and training curves.
+"""Figures a person would rather look at than read: learned parameters, training curves, method comparisons.
 
 All functions write a PNG (matplotlib, Agg backend) atomically and return its path.
 """
@@ -10,8 +10,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..errors import InputError  # noqa: E402
 from ..files import atomic_write  # noqa: E402
 from ..models.activations import rbf_naive  # noqa: E402
 
@@ -98,8 +100,6 @@ def save_image_grid(
 
     ``pixel_aspect``: row spacing / column spacing, so anatomy keeps its proportions.
     """
-    import numpy as np
-
     count = len(images)
     columns = min(columns, count)
     rows = math.ceil(count / columns)
@@ -113,4 +113,141 @@ def save_image_grid(
         axis.set_title(label, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
+    return save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------- method comparison
+
+
+def _magnitude_array(image, name: str):
+    """|image| of a 2-D numpy array or torch tensor (complex or already a magnitude) as float64 numpy."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    magnitude = np.abs(np.asarray(image)).astype(np.float64)
+    if magnitude.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D image, got shape {magnitude.shape}")
+    return magnitude
+
+
+def default_roi(reference) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1): a window of about a third of each dimension around the centre of mass of |reference|."""
+    magnitude = _magnitude_array(reference, "reference")
+    total = magnitude.sum()
+    shape = magnitude.shape
+    if total > 0:
+        centre = [float((magnitude.sum(axis=1 - axis) * np.arange(size)).sum() / total) for axis, size in enumerate(shape)]
+    else:
+        centre = [size / 2 for size in shape]
+    roi = []
+    for middle, size in zip(centre, shape):
+        extent = max(1, round(size / 3))
+        start = min(max(0, round(middle - extent / 2)), size - extent)
+        roi += [start, start + extent]
+    return tuple(roi)
+
+
+def _check_roi(roi, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    row0, row1, col0, col1 = (int(value) for value in roi)
+    if not (0 <= row0 < row1 <= shape[0] and 0 <= col0 < col1 <= shape[1]):
+        raise InputError(f"roi {tuple(roi)} is not a (row0, row1, col0, col1) window inside the {shape[0]} x {shape[1]} image")
+    return row0, row1, col0, col1
+
+
+def ssim_label(reconstruction, reference) -> str:
+    """The SSIM text printed on a comparison panel: ``metrics.ssim`` of the magnitudes, as in the tables."""
+    from .metrics import ssim
+
+    image = torch.from_numpy(_magnitude_array(reconstruction, "reconstruction"))
+    truth = torch.from_numpy(_magnitude_array(reference, "reference"))
+    return f"SSIM {float(ssim(image, truth)):.3f}"
+
+
+def _hide_ticks(axis) -> None:
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def build_comparison_figure(
+    reference,
+    reconstructions: dict,
+    title: str = "",
+    roi: tuple[int, int, int, int] | None = None,
+    pixel_aspect: float = 1.0,
+):
+    """The figure of ``comparison_figure``, not yet saved: 3 rows x (1 + methods) image axes plus a colour bar."""
+    from matplotlib.patches import Rectangle
+
+    truth = _magnitude_array(reference, "reference")
+    images = {label: _magnitude_array(image, label) for label, image in reconstructions.items()}
+    for label, image in images.items():
+        if image.shape != truth.shape:
+            raise InputError(f"{label}: image shape {image.shape} differs from the reference's {truth.shape}")
+    row0, row1, col0, col1 = _check_roi(default_roi(truth) if roi is None else roi, truth.shape)
+    grey_max = float(np.percentile(truth, 99.5)) or 1.0
+    errors = {label: np.abs(image - truth) for label, image in images.items()}
+    # One error scale for all methods, robust to a few outliers: the largest 99.5th percentile.
+    error_max = max((float(np.percentile(error, 99.5)) for error in errors.values()), default=0.0) or grey_max
+
+    columns = 1 + len(images)
+    height, width = truth.shape
+    zoom_aspect = (row1 - row0) * pixel_aspect / (col1 - col0)
+    full_aspect = height * pixel_aspect / width
+    panel = 2.4  # inches per column
+    figure, axes = plt.subplots(
+        3, columns, squeeze=False,
+        figsize=(panel * columns + 0.8, panel * (2 * full_aspect + zoom_aspect) + 1.0),
+        gridspec_kw={"height_ratios": [full_aspect, zoom_aspect, full_aspect]},
+    )
+    grey = {"cmap": "gray", "vmin": 0.0, "vmax": grey_max, "aspect": pixel_aspect}
+    for column, (label, image) in enumerate({"reference": truth, **images}.items()):
+        top, zoom = axes[0, column], axes[1, column]
+        top.imshow(image, **grey)
+        top.set_title(label, fontsize=9)
+        zoom.imshow(image[row0:row1, col0:col1], **grey)
+        if column > 0:
+            top.text(0.03, 0.97, ssim_label(image, truth), transform=top.transAxes, ha="left", va="top",
+                     fontsize=8, color="yellow", bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.5, "linewidth": 0})
+        for axis in (top, zoom):
+            _hide_ticks(axis)
+    axes[0, 0].add_patch(Rectangle((col0 - 0.5, row0 - 0.5), col1 - col0, row1 - row0, fill=False, edgecolor="yellow", linewidth=1))
+    axes[1, 0].set_ylabel("zoom", fontsize=8)
+
+    legend = axes[2, 0]
+    legend.axis("off")
+    legend.text(0.5, 0.5, f"error maps\n||recon| - |ref||\nscale 0 to {error_max:.3g}\n"
+                f"({100 * error_max / grey_max:.0f}% of the\nreference grey scale)",
+                transform=legend.transAxes, ha="center", va="center", fontsize=8)
+    shown = None
+    for column, (label, error) in enumerate(errors.items(), start=1):
+        shown = axes[2, column].imshow(error, cmap="inferno", vmin=0.0, vmax=error_max, aspect=pixel_aspect)
+        _hide_ticks(axes[2, column])
+    if shown is not None:
+        colorbar = figure.colorbar(shown, ax=list(axes[2, 1:]), fraction=0.04, pad=0.02)
+        colorbar.ax.tick_params(labelsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def comparison_figure(
+    reference,
+    reconstructions: dict,
+    path: str | Path,
+    title: str = "",
+    roi: tuple[int, int, int, int] | None = None,
+    pixel_aspect: float = 1.0,
+) -> Path:
+    """Reference and methods side by side, their zoomed ROI and their error maps, as a PNG.
+
+    ``reference`` and every value of ``reconstructions`` (label -> image) are
+    2-D complex images or magnitudes (numpy or torch). Row 1: magnitudes on the
+    reference's grey scale (0 to its 99.5th percentile), each method's SSIM to
+    the reference (``metrics.ssim``, the tables' metric) in its top-left corner,
+    the ROI outlined on the reference. Row 2: the ROI ``(row0, row1, col0,
+    col1)`` of every panel (default: ``default_roi(reference)``). Row 3:
+    ``||recon| - |ref||`` on one colour scale shared by all methods, with a
+    colour bar; the scale is also written out under the reference column.
+    ``pixel_aspect``: row spacing / column spacing.
+    """
+    figure = build_comparison_figure(reference, reconstructions, title, roi, pixel_aspect)
     return save_figure(figure, path)
