@@ -595,15 +595,113 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_inspect)
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+def _optional_positive(value: int | None, option: str) -> int | None:
+    return None if value is None else _positive(value, option)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from vnrecon.eval.evaluate import (
+        EvaluationRequest, parse_weight, read_selection_source, read_tuning_source, run_evaluation,
+    )
+
+    patients = tuple(args.patients) if args.patients is not None else None
+    request = EvaluationRequest(
+        test_sets=read_selection_source(args.data, args.acquisition, patients, _optional_positive(args.slices, "--slices")),
+        models=args.model,
+        methods=args.method,
+        masks=args.mask or ["regular"],
+        weights=dict(parse_weight(text) for text in args.weight),
+        tune=read_tuning_source(args.tune, args.acquisition) if args.tune is not None else None,
+        figure_slices=_non_negative(args.figure_slices, "--figure-slices"),
+        acceleration=_optional_positive(args.acceleration, "--acceleration"),
+        acs_lines=_optional_positive(args.acs_lines, "--acs-lines"),
+        cache_dir=args.cache,
+        device=args.device,
+    )
+    result = run_evaluation(request, args.out, progress=not args.quiet)
+    print(result.table)
+    if not args.quiet:
+        print(f"wrote {len(result.rows)} per-slice scores, the summary, {len(result.figures)} figure(s) "
+              f"and report.html to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare trained networks and classical methods on test data (tables, figures, report)",
+        usage=(
+            "vnrecon evaluate --data SELECTION --out DIR (--model RUN_DIR | --method NAME) ...\n"
+            "                        [--mask regular|random|mix|FILE ...] [--weight METHOD=VALUE ...]\n"
+            "                        [--tune TRAIN_SELECTION] [--figure-slices N]\n"
+            "                        [--acquisition NAME] [--patients FIRST STOP] [--slices N]\n"
+            "                        [--acceleration R] [--acs-lines L] [--cache DIR] [--device DEV] [--quiet]"
+        ),
+        description=(
+            "Reconstruct the test slices of SELECTION with every --model and --method and score\n"
+            "each slice against the fully sampled reference: SSIM (magnitudes, Gaussian window\n"
+            "sigma 1.5, data range max - min of the reference), NRMSE (complex) and PSNR.\n"
+            "Every (test set, mask) pair is evaluated; all methods share one table.\n"
+            "\n"
+            "SELECTION is a folder of fully sampled fastMRI .h5 files (one test set, narrowed by\n"
+            "--acquisition, --patients, --slices) or a YAML file mapping test-set names to\n"
+            "selection lists as in training configs, e.g.\n"
+            "  PDw:    [{data: data/knee, acquisition: CORPD_FBK, patients: [15, 20], slices: 20}]\n"
+            "  PDw-FS: [{data: data/knee, acquisition: CORPDFS_FBK, patients: [15, 20], slices: 20}]\n"
+            "--mask replaces the selections' masks.\n"
+            "\n"
+            "Methods: a --model is labelled by its run folder's name; --method zf (zero-filled),\n"
+            "sense (CG-SENSE), tv (TV), wavelet (wavelet). The classical methods' weights are\n"
+            "their defaults unless set with --weight, or chosen with --tune: the NRMSE-best of\n"
+            "5 values from 0.1x to 10x the default on up to 10 slices of TRAIN_SELECTION, per mask.\n"
+            "\n"
+            "Writes to DIR: per_slice.csv (test_set, mask, method, file, slice, ssim, nrmse,\n"
+            "psnr, seconds), summary.md (mean +- SD; also printed), summary.json (the same\n"
+            "numbers, the weights used and how they were chosen), figures/*.png (reference,\n"
+            "methods, zoomed region and error maps of N slices per test set and mask) and\n"
+            "report.html (table and figures in one file that opens offline)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  vnrecon evaluate --data data/knee --acquisition CORPD_FBK --patients 15 20 \\\n"
+            "                   --out results/pdw --model runs/vn_pdw --method zf --method sense\n"
+            "  vnrecon evaluate --data test_sets.yaml --out results/all --model runs/vn_pdw \\\n"
+            "                   --method sense --method tv --mask regular --mask random \\\n"
+            "                   --tune train.yaml --weight sense=1e-3"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--data", required=True, type=Path, metavar="SELECTION", help="test data: folder of .h5 files or YAML of named selections")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--model", action="append", default=[], type=Path, metavar="RUN_DIR", help="trained network: run folder or checkpoint file (repeatable)")
+    parser.add_argument("--method", action="append", default=[], metavar="NAME", help="classical method: zf, sense, tv or wavelet (repeatable)")
+    parser.add_argument("--mask", action="append", default=[], metavar="KIND", help="regular, random, mix or a mask file (repeatable; default: regular)")
+    parser.add_argument("--weight", action="append", default=[], metavar="METHOD=VALUE", help="regularisation weight of a classical method, e.g. sense=1e-3 (repeatable)")
+    parser.add_argument("--tune", type=Path, metavar="TRAIN_SELECTION", help="choose the weights on this training data (folder or YAML)")
+    parser.add_argument("--figure-slices", type=int, default=1, metavar="N", help="example figures per test set and mask (default: 1, the central slice)")
+    parser.add_argument("--acquisition", metavar="NAME", help="folder SELECTION only: files of this acquisition, e.g. CORPD_FBK (also applies to a --tune folder)")
+    parser.add_argument("--patients", nargs=2, type=int, metavar=("FIRST", "STOP"), help="folder SELECTION only: patients [FIRST, STOP) in sorted id order")
+    parser.add_argument("--slices", type=int, metavar="N", help="folder SELECTION only: central N slices per file (default: all)")
+    parser.add_argument("--acceleration", type=int, metavar="R", help="mask acceleration (default: the selection's, 4)")
+    parser.add_argument("--acs-lines", type=int, metavar="L", help="fully sampled centre lines (default: the selection's, 24)")
+    parser.add_argument("--cache", type=Path, metavar="DIR", help="ESPIRiT map cache (default: $VNRECON_CACHE or ~/.cache/vnrecon)")
+    parser.add_argument("--device", default="cpu", metavar="DEV", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_run_evaluate)
+
+
 # --------------------------------------------------------------------------- demo
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from vnrecon.study.demo import run_demo
 
-    table = run_demo(args.out)
+    table = run_demo(args.out, say=lambda line: print(line, flush=True))
     print(table)
-    print(f"results, figures and the trained model are in {args.out}")
+    print(f"report (opens offline): {args.out / 'report.html'}; tables in {args.out / 'results.md'}")
     return 0
 
 
@@ -612,15 +710,111 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="the whole pipeline on simulated data in a few minutes",
         description=(
-            "Simulate a small knee set (PDw and PDw-FS), train a CPU-preset VN on PDw,\n"
-            "evaluate it, zero filling and CG-SENSE on a held-out patient of both contrasts\n"
-            "and write results.md/.csv, example images and the network's filters to DIR.\n"
-            "A rerun reuses the simulated data and the trained model in DIR."
+            "The paper's first finding in miniature. Simulate a small knee set (7 patients\n"
+            "x 10 slices, PDw and PDw-FS), train three CPU-preset VNs (PDw only, PDw-FS\n"
+            "only, both jointly; 40 slices each), evaluate them, zero filling, CG-SENSE and\n"
+            "TV (weights tuned on training slices) on two held-out patients of both\n"
+            "contrasts, and write to DIR: report.html (self-contained: train x test table,\n"
+            "example slices with SSIM, zoom and error maps, training curves, filters),\n"
+            "results.md/.csv, evaluation/<contrast>/ (per-slice CSV, summary JSON) and the\n"
+            "runs. About 10 minutes on 2 CPU cores. A rerun skips what is already done."
         ),
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("demo"), metavar="DIR", help="output folder (default: demo)")
     parser.set_defaults(func=_run_demo)
+
+
+# --------------------------------------------------------------------------- study
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from vnrecon.study.runner import run_study
+
+    jobs = _positive(args.jobs, "--jobs")
+    run_study(
+        args.out, args.preset, data_dir=args.data, only=args.only, jobs=jobs, device=args.device,
+        say=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
+def _study_presets_text() -> str:
+    import textwrap
+
+    from vnrecon.study.presets import PRESETS
+
+    return "\n".join(
+        textwrap.fill(preset.summary(), width=92, initial_indent="  ", subsequent_indent="      ")
+        for preset in PRESETS.values()
+    )
+
+
+def _register_study(subparsers: argparse._SubParsersAction) -> None:
+    from vnrecon.study.presets import PRESETS
+
+    parser = subparsers.add_parser(
+        "study",
+        help="the paper's generalisation and transfer-learning study in one command",
+        usage="vnrecon study --preset {tiny,cpu,paper} --out DIR [--data DIR] [--only IDS] [--jobs N] [--device D]",
+        description=(
+            "Run the study of Knoll et al. (MRM 2019) end to end into DIR:\n"
+            "  1. data      simulate the numerical knee (PDw and PDw-FS per patient) and the synthetic\n"
+            "               natural-image k-space (high, low, variable SNR; coil maps, noise level and\n"
+            "               SNRs from the training patients only), or use --data\n"
+            "  2. plan      resolve the experiment definitions (vnrecon/configs/study/*.yaml) with the\n"
+            "               preset; identical trainings (9 = 1, 12 = 2) run once; refuse to start if a\n"
+            "               test patient is in any training set\n"
+            "  3. train     experiments 1-20 and the references ref19, ref20 for the fine-tunings\n"
+            "               19, 20 (which start from model 17)\n"
+            "  4. evaluate  every model, zero filling and CG-SENSE on the test sets PDw, PDw-FS and\n"
+            "               PDw+noise (regular mask; 9-14 also random), per slice\n"
+            "  5. outputs   tables S1-S5, figures, claims and a report\n"
+            "\n"
+            "Outputs in DIR:\n"
+            "  study.json                          manifest: preset and sizes, experiments (training\n"
+            "                                      data, runs, epochs, slices, times), test sets\n"
+            "  runs/<id>/                          checkpoint.pt, history.csv, config.yaml, tensorboard/\n"
+            "  evaluations/<id>.csv                per slice: experiment, test_set, mask, method, file,\n"
+            "                                      slice, ssim, nrmse, psnr, seconds; also zero-filled.csv\n"
+            "                                      and CG-SENSE.csv\n"
+            "  examples/<id>/<set>__<mask>.npy     the central slice of the first test patient (complex64);\n"
+            "                                      also reference/, zero-filled/, CG-SENSE/\n"
+            "  tables/, figures/, claims.md, report.html\n"
+            "  data/, cache/                       simulated data, ESPIRiT maps\n"
+            "\n"
+            "Resumable: run the same command again to continue. Data, finished trainings (all\n"
+            "epochs in history.csv) and evaluations are skipped; an interrupted training resumes\n"
+            "from its last checkpoint and loses at most the epoch in progress. A folder holds\n"
+            "one preset; --only adds experiments to it.\n"
+            "\n"
+            "Presets:\n" + _study_presets_text()
+        ),
+        epilog=(
+            "examples:\n"
+            "  vnrecon study --preset tiny --out study-tiny\n"
+            "  vnrecon study --preset cpu --out study-cpu --jobs 2\n"
+            "  vnrecon study --preset cpu --out study-cpu --only 1,2,19     # 19 brings 17 along\n"
+            "  vnrecon study --preset paper --out study-paper --data DATA --device cuda"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--preset", required=True, choices=tuple(PRESETS), help="study size (see Presets above)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created; rerun to resume)")
+    parser.add_argument(
+        "--data", type=Path, metavar="DIR",
+        help="use these knee files instead of simulating them: DIR/knee/*.h5 or DIR/*.h5 (fastMRI layout,\n"
+        "CORPD_FBK and CORPDFS_FBK; the first patients train, the next ones test), and\n"
+        "DIR/natural_{high,low,variable}/ where present (else simulated from the training patients)",
+    )
+    parser.add_argument(
+        "--only", metavar="IDS",
+        help="comma list of experiments instead of the preset's set, e.g. 1,2,19 or 01,ref19;\n"
+        "what they need comes along (19, 20: 17; 9: 1; 12: 2)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="trainings run in parallel processes, sharing the CPU cores (default: 1)")
+    parser.add_argument("--device", default="cpu", help="torch device for training and evaluation, e.g. cuda (default: cpu)")
+    parser.set_defaults(func=_run_study)
 
 
 # --------------------------------------------------------------------------- main
@@ -633,7 +827,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_preset,
     _register_recon,
     _register_inspect,
+    _register_evaluate,
     _register_demo,
+    _register_study,
 ]
 
 

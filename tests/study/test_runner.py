@@ -1,0 +1,161 @@
+"""`vnrecon study` end to end with the tiny preset (one shared run), resuming, and its checks."""
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vnrecon.cli import main
+from vnrecon.errors import InputError
+from vnrecon.study.experiments import (
+    Study,
+    check_test_patients,
+    experiment_from_dict,
+    held_out_selection,
+    load_study,
+    plan_study,
+)
+from vnrecon.study import runner
+from vnrecon.study.presets import PRESETS
+from vnrecon.study.runner import BASELINES, COLUMNS, data_folders, run_study
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+TINY = PRESETS["tiny"]
+EXPERIMENTS = ["01", "02", "17", "19", "ref19"]
+TEST_SETS = ["PDw", "PDw-FS", "PDw+noise"]
+#: 1 test patient, all 6 slices.
+TEST_SLICES = TINY.test_patients * TINY.simulated_slices
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One tiny study for the module; later tests may add experiments to it, never remove any."""
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    assert main(["study", "--preset", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def manifest(out) -> dict:
+    return json.loads((out / "study.json").read_text())
+
+
+def read_csv(path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_tiny_study_writes_manifest_evaluations_and_examples(study):
+    result = manifest(study)
+    assert result["complete"] and result["preset"] == "tiny" and result["total_seconds"] > 0
+    assert result["sizes"]["matrix"] == list(TINY.matrix) and result["sizes"]["train_patients"] == TINY.train_patients
+    assert list(result["test_sets"]) == TEST_SETS and result["baselines"] == list(BASELINES)
+    assert result["trained_now"] == EXPERIMENTS
+    entries = {entry["id"]: entry for entry in result["experiments"]}
+    assert list(entries) == EXPERIMENTS
+    assert entries["19"]["init"] == "17" and entries["19"]["n_train_slices"] == TINY.train_patients * TINY.finetune_slices
+    assert entries["01"]["n_train_slices"] == TINY.train_patients * TINY.train_slices
+    assert entries["17"]["n_train_slices"] == TINY.natural_images
+    for name, entry in entries.items():
+        assert entry["run"] == f"runs/{name}" and entry["same_as"] is None and entry["epochs"] == 2 and entry["seconds"] > 0
+        assert entry["train"] and entry["test_sets"] == TEST_SETS and entry["masks"] == ["regular"]
+        assert (study / entry["run"] / "checkpoint.pt").is_file()
+
+    for name in [*EXPERIMENTS, *BASELINES]:
+        columns, rows = read_csv(study / "evaluations" / f"{name}.csv")
+        assert tuple(columns) == COLUMNS and {row["experiment"] for row in rows} == {name}
+        rows = [row for row in rows if row["mask"] == "regular"]  # baselines gain random rows once 9 is run
+        assert len(rows) == len(TEST_SETS) * TEST_SLICES
+        assert {row["method"] for row in rows} == {"VN" if name in EXPERIMENTS else name}
+        assert [row["test_set"] for row in rows[::TEST_SLICES]] == TEST_SETS
+        assert all(0 < float(row["ssim"]) <= 1 and float(row["nrmse"]) > 0 for row in rows)
+        for test_set in TEST_SETS:
+            example = np.load(study / "examples" / name / f"{test_set}__regular.npy")
+            reference = np.load(study / "examples" / "reference" / f"{test_set}__regular.npy")
+            assert example.dtype == np.complex64 and example.shape == reference.shape == (TINY.matrix[0] // 2, TINY.matrix[1])
+    # The synthetic data took their coil maps from the training patients only.
+    assert len(list((study / "data" / "knee_train").glob("*.h5"))) == 2 * TINY.train_patients
+
+
+def test_rerun_trains_nothing(study, capsys):
+    checkpoints = sorted(study.glob("runs/*/checkpoint.pt"))
+    before = [path.stat().st_mtime_ns for path in checkpoints]
+    assert main(["study", "--preset", "tiny", "--out", str(study)]) == 0
+    assert manifest(study)["trained_now"] == []
+    assert [path.stat().st_mtime_ns for path in checkpoints] == before
+    assert "finished earlier" in capsys.readouterr().out
+
+
+def test_a_shared_training_is_evaluated_under_both_ids(study, capsys):
+    assert main(["study", "--preset", "tiny", "--out", str(study), "--only", "9"]) == 0
+    assert "experiments 01, 09; trainings 01" in capsys.readouterr().out
+    result = manifest(study)
+    entries = {entry["id"]: entry for entry in result["experiments"]}
+    assert entries["09"]["same_as"] == "01" and entries["09"]["run"] == "runs/01"
+    assert result["trained_now"] == [] and not (study / "runs" / "09").exists()
+    _, rows = read_csv(study / "evaluations" / "09.csv")
+    pairs = {(row["test_set"], row["mask"]) for row in rows}
+    assert pairs == {(name, mask) for name in TEST_SETS for mask in ("regular", "random")}
+    # Experiments of the earlier invocation stay listed.
+    assert set(EXPERIMENTS) < set(entries)
+
+
+def test_a_killed_training_resumes_from_its_last_epoch(study, tmp_path, monkeypatch):
+    out = tmp_path / "killed"
+    original = runner.train
+
+    def killed_after_one_epoch(*args, **kwargs):
+        original(*args, **kwargs, max_epochs=1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train", killed_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(out, TINY, data_dir=study / "data", only="ref19", say=lambda line: None)
+    assert runner.epochs_done(out / "runs" / "ref19") == 1 and not manifest(out)["complete"]
+    monkeypatch.setattr(runner, "train", original)
+    lines = []
+    result = run_study(out, TINY, data_dir=study / "data", only="ref19", say=lines.append)
+    assert any("resuming after epoch 1" in line for line in lines)
+    assert result["trained_now"] == ["ref19"] and runner.epochs_done(out / "runs" / "ref19") == 2
+
+
+def test_training_on_a_test_patient_is_refused(study):
+    shipped = load_study()
+    definition = {
+        "id": "01", "title": "leaky", "table": "S1", "test_sets": ["PDw"], "masks": ["regular"],
+        "train": [{"data": "knee", "acquisition": "PDw", "patients": [0, TINY.train_patients + 1], "slices": "train"}],
+    }
+    leaky = Study((experiment_from_dict(definition, shipped.test_sets, "leaky.yaml"),), shipped.test_sets, shipped.tables)
+    folders = data_folders(study, None)
+    plans = plan_study(leaky, TINY, folders)
+    tests = [held_out_selection(test_set, "regular", TINY, folders, None) for test_set in leaky.test_sets.values()]
+    with pytest.raises(InputError, match="trains on test patient sim002"):
+        check_test_patients(plans.values(), tests)
+
+
+def test_a_folder_of_another_preset_is_refused(study):
+    with pytest.raises(InputError, match="preset 'tiny'"):
+        run_study(study, replace(TINY, train_slices=2))
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
+    assert main(["study", "--preset", "tiny", "--out", str(tmp_path / "a"), "--only", "1,99"]) == 2
+    assert "unknown experiment '99'" in capsys.readouterr().err
+    assert main(["study", "--preset", "tiny", "--out", str(tmp_path / "b"), "--data", str(tmp_path / "none")]) == 2
+    assert "no knee data" in capsys.readouterr().err
+    assert main(["study", "--preset", "tiny", "--out", str(tmp_path / "c"), "--jobs", "0"]) == 2
+    assert "--jobs must be a positive integer" in capsys.readouterr().err
+
+
+def test_parallel_jobs_train_a_fine_tuning_after_its_base(study, tmp_path, capsys):
+    out = tmp_path / "parallel"
+    arguments = ["--preset", "tiny", "--out", str(out), "--data", str(study / "data"), "--only", "19", "--jobs", "2"]
+    assert main(["study", *arguments]) == 0
+    printed = capsys.readouterr().out
+    assert "2 trainings in up to 2 processes" in printed
+    assert printed.index("training 1/2 finished: 17") < printed.index("training started: 19")
+    assert manifest(out)["trained_now"] == ["17", "19"]
+    assert not (out / "data" / "knee").exists()  # the given data were used
