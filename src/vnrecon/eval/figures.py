@@ -28,8 +28,8 @@ def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
     return Path(path)
 
 
-def activation_curves(model, samples: int = 201) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """x on the RBF domain and phi(x) of every filter, one (filters, samples) tensor per stage."""
+def activation_curves(model, samples: int = 201) -> tuple[np.ndarray, list[np.ndarray]]:
+    """x on the RBF domain and phi(x) of every filter, one (filters, samples) array per stage (numpy, for plotting)."""
     grid = model.grid
     x = torch.linspace(grid.vmin, grid.vmax, samples, dtype=torch.float64)
     curves = []
@@ -41,7 +41,19 @@ def activation_curves(model, samples: int = 201) -> tuple[torch.Tensor, list[tor
             weight = stage.activation.weight.detach().to(torch.float64)
             inputs = x.expand(1, weight.shape[0], -1).contiguous()
             curves.append(rbf_naive(inputs, weight, grid)[0])
-    return x, curves
+    return x.numpy(), [curve.numpy() for curve in curves]
+
+
+def draw_filter(axes, kernel: np.ndarray, x: np.ndarray, phi: np.ndarray) -> None:
+    """One filter on three axes: real part, imaginary part (own symmetric grey scale), activation phi(x)."""
+    for part in range(2):
+        limit = float(np.abs(kernel[part]).max()) or 1.0
+        axes[part].imshow(kernel[part], cmap="gray", vmin=-limit, vmax=limit)
+    axes[2].plot(x, phi, linewidth=0.8)
+    axes[2].axhline(0, color="0.7", linewidth=0.4)
+    for axis in axes:
+        axis.set_xticks([])
+        axis.set_yticks([])
 
 
 def plot_filters_and_activations(model, path: str | Path, title: str = "") -> Path:
@@ -55,19 +67,9 @@ def plot_filters_and_activations(model, path: str | Path, title: str = "") -> Pa
     x, curves = activation_curves(model)
     figure, axes = plt.subplots(3 * stages, filters, figsize=(0.75 * filters + 1, 0.75 * 3 * stages + 0.6), squeeze=False)
     for t, stage in enumerate(model.stages):
-        kernel = stage.filters.detach().to("cpu", torch.float64)
+        kernel = stage.filters.detach().to("cpu", torch.float64).numpy()
         for i in range(filters):
-            for part in range(2):
-                axis = axes[3 * t + part, i]
-                limit = float(kernel[i, part].abs().max()) or 1.0
-                axis.imshow(kernel[i, part], cmap="gray", vmin=-limit, vmax=limit)
-                axis.set_xticks([])
-                axis.set_yticks([])
-            axis = axes[3 * t + 2, i]
-            axis.plot(x, curves[t][i], linewidth=0.8)
-            axis.axhline(0, color="0.7", linewidth=0.4)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            draw_filter(axes[3 * t : 3 * t + 3, i], kernel[i], x, curves[t][i])
         for part, label in enumerate(("k_re", "k_im", "phi")):
             axes[3 * t + part, 0].set_ylabel(f"t={t + 1}\n{label}", fontsize=7)
     figure.suptitle(title or "learned filters (real, imaginary) and activations per stage", fontsize=10)

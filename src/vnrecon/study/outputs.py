@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..eval.figures import activation_curves, comparison_figure, default_roi, plot_training_curves, save_figure
+from ..eval.figures import activation_curves, comparison_figure, default_roi, draw_filter, plot_training_curves, save_figure
 from ..eval.report import HtmlReport
 from ..files import atomic_write
 from ..train.checkpoint import model_from_checkpoint
@@ -369,21 +369,14 @@ def plot_first_stage_filters(models: list[tuple[str, object]], path: Path) -> Pa
     for block, (label, model) in enumerate(models):
         kernel = model.stages[0].filters.detach().cpu().double().numpy()
         x, curves = activation_curves(model)
-        x, phi = x.numpy(), curves[0].numpy()
         column = 4 * block
         for part, name in enumerate(("k_re", f"{label}\nk_im", "phi")):
             axes[0, column + part].set_title(name if part == 1 else f"\n{name}", fontsize=7)
         for i in range(kernel.shape[0]):
-            for part in range(2):
-                limit = float(np.abs(kernel[i, part]).max()) or 1.0
-                axes[i, column + part].imshow(kernel[i, part], cmap="gray", vmin=-limit, vmax=limit)
-            axes[i, column + 2].plot(x, phi[i], linewidth=0.8)
-            axes[i, column + 2].axhline(0, color="0.7", linewidth=0.4)
-            axes[i, column + 2].set_box_aspect(1 / 1.4)  # as tall as the kernels
             for part in range(3):
                 axes[i, column + part].axis("on")
-                axes[i, column + part].set_xticks([])
-                axes[i, column + part].set_yticks([])
+            draw_filter(axes[i, column : column + 3], kernel[i], x, curves[0][i])
+            axes[i, column + 2].set_box_aspect(1 / 1.4)  # as tall as the kernels
         for i in range(kernel.shape[0]):
             axes[i, 0].set_ylabel(f"filter {i + 1}", fontsize=6)
     figure.suptitle("Fig. 10: first-stage filters (real, imaginary part) and activations", fontsize=10)
