@@ -83,8 +83,11 @@ def test_tiny_study_writes_manifest_evaluations_and_examples(study):
 def test_rerun_trains_nothing(study, capsys):
     checkpoints = sorted(study.glob("runs/*/checkpoint.pt"))
     before = [path.stat().st_mtime_ns for path in checkpoints]
+    first_total = manifest(study)["total_seconds"]
     assert main(["study", "--preset", "tiny", "--out", str(study)]) == 0
     assert manifest(study)["trained_now"] == []
+    # The study's cost adds up over invocations: the first run's time is kept.
+    assert manifest(study)["earlier_seconds"] == first_total < manifest(study)["total_seconds"]
     assert [path.stat().st_mtime_ns for path in checkpoints] == before
     assert "finished earlier" in capsys.readouterr().out
 

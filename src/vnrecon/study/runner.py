@@ -51,7 +51,7 @@ study.json::
                     time over all invocations; null before any epoch)}]: every experiment
                   run now or earlier, in study order
     trained_now   run ids trained or resumed by this invocation
-    total_seconds wall time of this invocation (null while under way)
+    total_seconds wall time of all completed invocations (null while one is under way; earlier_seconds holds the sum so far)
 """
 
 import csv
@@ -522,8 +522,15 @@ def _sizes(preset: StudyPreset) -> dict:
 
 
 def _manifest(out, study, plans, ids, preset, folders, previous, trained_now, seconds) -> dict:
-    """The manifest; ``seconds`` None marks a run under way. Experiments of earlier invocations stay listed."""
-    entries = {entry["id"]: entry for entry in (previous or {}).get("experiments", [])}
+    """The manifest; ``seconds`` None marks a run under way. Experiments of earlier invocations stay listed.
+
+    ``total_seconds`` adds up the invocations that completed (a resumed study reports its whole cost);
+    ``earlier_seconds`` carries that sum while a run is under way.
+    """
+    previous = previous or {}
+    earlier = previous.get("total_seconds") if previous.get("complete") else previous.get("earlier_seconds")
+    earlier = float(earlier or 0.0)
+    entries = {entry["id"]: entry for entry in previous.get("experiments", [])}
     entries.update({name: _experiment_entry(out, plans[name], preset) for name in ids})
     return {
         "format": FORMAT,
@@ -536,7 +543,8 @@ def _manifest(out, study, plans, ids, preset, folders, previous, trained_now, se
         "baselines": list(BASELINES),
         "experiments": [entries[name] for name in plans if name in entries],
         "trained_now": list(trained_now),
-        "total_seconds": seconds,
+        "earlier_seconds": earlier,
+        "total_seconds": None if seconds is None else earlier + seconds,
     }
 
 
