@@ -66,7 +66,10 @@ class PreparedSlices:
         if item_bytes * len(dataset) <= IN_MEMORY_BYTES:
             indices = range(len(dataset))
             self.items = [first] + [
-                dataset[index] for index in tqdm(indices[1:], desc=f"prepare {label}", disable=not progress, leave=False)
+                dataset[index]
+                for index in tqdm(
+                    indices[1:], desc=f"prepare {label}", initial=1, total=len(dataset), disable=not progress, leave=False
+                )
             ]
 
     def __len__(self) -> int:
