@@ -1,11 +1,12 @@
 """Writing files so that nothing is ever half-written.
 
-Every output of vnrecon (HDF5 data, checkpoints, caches, figures) is written to
+Every output of vnrecon (HDF5 data, checkpoints, caches, figures, CSV tables) is written to
 a temporary file in the target's folder and renamed over the target only when
 complete; on any error the temporary file is removed and an existing target is
 left untouched.
 """
 
+import csv
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,3 +36,12 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_csv(path: str | Path, rows, fieldnames) -> Path:
+    """Write dict rows as CSV (header first) through ``atomic_write``; returns the path."""
+    with atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)

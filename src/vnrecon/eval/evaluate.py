@@ -11,7 +11,6 @@ output folder (per-slice CSV, summary table as Markdown and JSON, comparison
 figures, a self-contained HTML report).
 """
 
-import csv
 import json
 import math
 import re
@@ -28,7 +27,7 @@ from ..data.dataset import SliceDataset, collate_slices
 from ..data.fastmri import read_header
 from ..data.selection import Selection, parse_selections
 from ..errors import InputError
-from ..files import atomic_write
+from ..files import atomic_write, write_csv
 from ..models.baselines import METHODS, reconstruct, tune_weight
 from ..models.inference import Reconstructor
 from ..physics.operator import SenseOperator
@@ -485,10 +484,7 @@ def run_evaluation(request: EvaluationRequest, out_dir: str | Path, progress: bo
 
 def _write_outputs(out_dir, request, rows, summary, table, weights, checkpoints, figures) -> list[Path]:
     per_slice = out_dir / "per_slice.csv"
-    with atomic_write(per_slice) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(per_slice, rows, CSV_COLUMNS)
     markdown = out_dir / "summary.md"
     with atomic_write(markdown) as temporary:
         temporary.write_text(table + "\n")

@@ -8,7 +8,6 @@ self-contained ``report.html`` with the train x test table and figures. Every
 step is skipped when its output exists, so an interrupted demo resumes.
 """
 
-import csv
 from pathlib import Path
 
 from ..data.knee import DEFAULT_MATRIX, simulate_knee_dataset
@@ -16,7 +15,7 @@ from ..data.selection import Selection
 from ..eval.evaluate import EvaluationRequest, markdown_table, pivot_markdown, run_evaluation, summarise
 from ..eval.figures import plot_filters_and_activations, plot_training_curves
 from ..eval.report import HtmlReport
-from ..files import atomic_write
+from ..files import atomic_write, write_csv
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.config import config_from_dict
 from ..train.loop import CHECKPOINT, train
@@ -138,10 +137,7 @@ def run_demo(out_dir: str | Path, say=print) -> str:
     summary = summarise(rows)
     table = markdown_table(summary)
     pivot = pivot_markdown(summary)
-    with atomic_write(out_dir / "results.csv") as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out_dir / "results.csv", rows, rows[0])
     with atomic_write(out_dir / "results.md") as temporary:
         temporary.write_text(pivot + "\n\n" + table + "\n")
     report = _write_report(out_dir, data, runs, results, pivot, table)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..eval.figures import activation_curves, comparison_figure, default_roi, draw_filter, plot_training_curves, save_figure
 from ..eval.report import HtmlReport
-from ..files import atomic_write
+from ..files import atomic_write, write_csv
 from ..train.checkpoint import model_from_checkpoint
 from .experiments import Study, load_study
 
@@ -235,15 +235,6 @@ def table_rows(results: StudyResults, key: str) -> list[dict]:
                 row[f"{name}_mean"], row[f"{name}_sd"] = score.mean[metric], score.sd[metric]
             rows.append(row)
     return rows
-
-
-def write_csv(path: Path, rows: list[dict], fields) -> Path:
-    with atomic_write(path) as temporary:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(fields))
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
 
 
 def write_tables(results: StudyResults, folder: Path) -> dict[str, Path]:

@@ -75,7 +75,7 @@ from ..data.natural import simulate_natural_dataset
 from ..data.selection import Selection
 from ..errors import InputError
 from ..eval.evaluate import baseline_reconstructor, evaluate
-from ..files import atomic_write
+from ..files import atomic_write, write_csv
 from ..train.checkpoint import model_from_checkpoint
 from ..train.config import TrainConfig
 from ..train.loop import CHECKPOINT, HISTORY, train
@@ -380,13 +380,6 @@ def _read_rows(path: Path) -> list[dict]:
         return list(reader)
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with atomic_write(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _csv_row(row: dict, name: str, mask: str) -> dict:
     method = name if name in BASELINES else "VN"
     values = {**row, "experiment": name, "mask": mask, "method": method, "file": Path(row["file"]).name}
@@ -451,7 +444,7 @@ def evaluate_all(
         _save_examples(out, dataset, chosen, test_set, mask)
         for name in names:
             rows[name] += [_csv_row(row, name, mask) for row in scored if row["method"] == name]
-            _write_rows(_csv_path(out, name), rows[name])
+            write_csv(_csv_path(out, name), rows[name], COLUMNS)
 
 
 # --------------------------------------------------------------------------- manifest

@@ -11,7 +11,6 @@ summed across processes before every optimiser decision, so all processes
 take identical steps, equal to one process on the whole batch.
 """
 
-import csv
 import math
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from ..data.dataset import SliceDataset, collate_slices, stable_seed
 from ..errors import InputError
-from ..files import atomic_write
+from ..files import write_csv
 from ..eval.metrics import nrmse, ssim
 from ..models.vn import VariationalNetwork
 from .checkpoint import model_from_checkpoint, save_checkpoint
@@ -115,13 +114,6 @@ def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling
             errors.append(nrmse(output, batch["reference"]))
             similarities.append(ssim(output, batch["reference"]))
     return float(torch.cat(errors).mean()), float(torch.cat(similarities).mean())
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    with atomic_write(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def train(
@@ -248,7 +240,7 @@ def train(
         history.append(row)
         if lead:
             save_checkpoint(checkpoint_path, model, optimizer, epoch, history, saved_config)
-            _write_history(run_dir / HISTORY, history)
+            write_csv(run_dir / HISTORY, history, HISTORY_FIELDS)
             for key in HISTORY_FIELDS[1:-1]:
                 if not math.isnan(row[key]):
                     writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
