@@ -15,7 +15,7 @@ from vnrecon.data.selection import parse_selections
 from vnrecon.eval.evaluate import CSV_COLUMNS
 from vnrecon.models.vn import VariationalNetwork
 from vnrecon.physics.operator import SenseOperator
-from vnrecon.train.checkpoint import save_checkpoint
+from vnrecon.train.checkpoint import model_from_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -76,8 +76,7 @@ def test_evaluate_models_and_methods(knee_folder, tiny_run, tmp_path, capsys):
     batch = [item[key][None] for key in ("kspace", "maps", "mask")]
     zero_filled = SenseOperator(batch[1], batch[2], reference.shape[0]).adjoint(batch[0])[0].numpy()
     with torch.no_grad():
-        network = VariationalNetwork.from_config(torch.load(tiny_run / "checkpoint.pt")["model_config"])
-        network.load_state_dict(torch.load(tiny_run / "checkpoint.pt")["model_state"])
+        network, _ = model_from_checkpoint(tiny_run / "checkpoint.pt")
         network_image = network(*batch, reference.shape[0])[0].numpy()
     scores = {row["method"]: row for row in rows if row["mask"] == "regular" and row["slice"] == first["slice"]}
     assert float(scores["zero-filled"]["ssim"]) == pytest.approx(_skimage_ssim(zero_filled, reference), abs=1e-4)

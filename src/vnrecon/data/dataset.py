@@ -165,3 +165,10 @@ def collate_slices(items: list[dict]) -> dict:
     batch["file"] = [item["file"] for item in items]
     batch["slice"] = [item["slice"] for item in items]
     return batch
+
+
+def to_device(batch: dict, device: torch.device | str | None) -> dict:
+    """A collated batch with its tensors on ``device`` (None: left where they are)."""
+    if device is None:
+        return batch
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}

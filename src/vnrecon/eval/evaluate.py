@@ -23,7 +23,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..data.dataset import SliceDataset, collate_slices
+from ..data.dataset import SliceDataset, collate_slices, to_device
 from ..data.fastmri import read_header
 from ..data.selection import Selection, parse_selections
 from ..errors import InputError
@@ -62,12 +62,6 @@ def _synchronise(device: torch.device | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def _to_device(batch: dict, device: torch.device | None) -> dict:
-    if device is None:
-        return batch
-    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
-
-
 def evaluate(
     methods: dict[str, Reconstructor],
     dataset: SliceDataset,
@@ -89,7 +83,7 @@ def evaluate(
     with torch.no_grad():
         for start in tqdm(starts, desc=description, unit="batch", disable=not progress, leave=False):
             batch = collate_slices([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             readout = batch["reference"].shape[-2]
             for name, method in methods.items():
                 _synchronise(device)
@@ -290,7 +284,7 @@ def spread_indices(count: int, wanted: int) -> list[int]:
 
 def _tuning_batch(dataset: SliceDataset, device: torch.device, slices: int) -> dict:
     indices = spread_indices(len(dataset), slices)
-    return _to_device(collate_slices([dataset[index] for index in indices]), device)
+    return to_device(collate_slices([dataset[index] for index in indices]), device)
 
 
 def tune_method(method: str, batch: dict, mask: str) -> WeightChoice:
@@ -410,7 +404,7 @@ def _example_figures(
     """comparison_figure of ``count`` slices spread over the test set; (path, caption) each."""
     figures = []
     for index in spread_indices(len(dataset), count):
-        item = _to_device(collate_slices([dataset[index]]), torch.device(device))
+        item = to_device(collate_slices([dataset[index]]), torch.device(device))
         readout = item["reference"].shape[-2]
         with torch.no_grad():
             outputs = {

@@ -16,9 +16,10 @@ from ..eval.evaluate import EvaluationRequest, markdown_table, pivot_markdown, r
 from ..eval.figures import plot_filters_and_activations, plot_training_curves
 from ..eval.report import HtmlReport
 from ..files import atomic_write, write_csv
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..train.checkpoint import model_from_checkpoint
 from ..train.config import config_from_dict
 from ..train.loop import CHECKPOINT, train
+from .runner import epochs_done
 
 PATIENTS = 7  # 0-3 training, 4 validation, 5-6 test
 SLICES = 10
@@ -48,17 +49,13 @@ def trainings(data: Path) -> dict[str, list[dict]]:
     }
 
 
-def _finished(run: Path, epochs: int) -> bool:
-    return (run / CHECKPOINT).exists() and load_checkpoint(run / CHECKPOINT)["epoch"] >= epochs
-
-
 def _train_all(out_dir: Path, data: Path, cache: Path, say) -> list[Path]:
     runs = []
     for index, (name, parts) in enumerate(trainings(data).items(), start=1):
         run = out_dir / name
         validation = [_selection(data, contrast, VALIDATION_PATIENTS, 2) for contrast in ACQUISITIONS]
         config = config_from_dict({"preset": "cpu", "epochs": EPOCHS, "train": parts, "validation": validation}, "demo")
-        if not _finished(run, EPOCHS):
+        if epochs_done(run) < EPOCHS:
             say(f"[2/4] training {name} ({index}/3): CPU preset, {TRAIN_SLICES} slices, {EPOCHS} epochs")
             train(config, run, resume=(run / CHECKPOINT).exists(), cache_dir=cache)
         model, payload = model_from_checkpoint(run / CHECKPOINT)

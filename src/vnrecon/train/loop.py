@@ -21,7 +21,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from ..data.dataset import SliceDataset, collate_slices, stable_seed
+from ..data.dataset import SliceDataset, collate_slices, stable_seed, to_device
 from ..errors import InputError
 from ..files import write_csv
 from ..eval.metrics import nrmse, ssim
@@ -48,10 +48,6 @@ def reconstruct_batch(model, batch: dict, oversampling: int) -> torch.Tensor:
     """Run the network on a collated batch; output on the readout-cropped grid, in normalised units."""
     readout = batch["kspace"].shape[-2] // oversampling
     return model(batch["kspace"], batch["maps"], batch["mask"], readout)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
 
 class PreparedSlices:
