@@ -36,6 +36,8 @@ def test_switching_optimiser_drops_the_other_optimisers_settings(tmp_path):
         ({"train": [{"data": "x"}], "optimizer": {"name": "sgd"}}, "optimizer"),
         ({"train": [{"data": "x"}], "learning_rate": 1}, "unknown keys"),
         ({"train": [{"data": "x"}], "preset": "gpu"}, "unknown preset"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "lr_schedule": "step"}}, "lr_schedule"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "ipalm", "lr_schedule": "cosine"}}, "adam optimiser only"),
     ],
 )
 def test_bad_configs_name_the_file_and_problem(tmp_path, values, problem):

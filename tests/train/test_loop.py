@@ -49,7 +49,9 @@ def test_loss_is_squared_error_of_smoothed_magnitudes():
     assert reconstruction_loss(output, reference, eps).item() == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("optimizer", [None, {"name": "adam", "lr": 0.01}])
+@pytest.mark.parametrize(
+    "optimizer", [None, {"name": "adam", "lr": 0.01}, {"name": "adam", "lr": 0.01, "lr_schedule": "cosine"}]
+)
 def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(knee_folder, tmp_path, optimizer):
     config = tiny_config(knee_folder, optimizer=optimizer)
     cache = tmp_path / "cache"

@@ -8,7 +8,7 @@ from scipy.optimize import lsq_linear
 from tests.conftest import multicoil_slice
 from vnrecon.models.vn import VariationalNetwork
 from vnrecon.physics.masks import regular_mask
-from vnrecon.train.optim import IPALM, ProjectedAdam
+from vnrecon.train.optim import IPALM, ProjectedAdam, schedule_factor
 
 
 class BlockProblem:
@@ -225,6 +225,32 @@ def test_projected_adam_keeps_the_constraints_and_resumes_exactly():
     optimizer2 = ProjectedAdam(net.parameters(), projection=net.project_, lr=0.05)
     optimizer2.load_state_dict(saved_state)
     optimizer2.step(closure)
+    for key, tensor in net.state_dict().items():
+        torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0)
+
+
+def test_cosine_schedule_closed_form():
+    for progress in (0.0, 0.25, 0.5, 0.9, 1.0):
+        assert schedule_factor("constant", progress) == 1.0
+        assert schedule_factor("cosine", progress) == pytest.approx((1 + np.cos(np.pi * progress)) / 2, abs=1e-15)
+    with pytest.raises(ValueError, match="schedule"):
+        ProjectedAdam([torch.zeros(1, requires_grad=True)], lr_schedule="step")
+
+
+def test_scheduled_adam_step_equals_torch_adam_at_the_scaled_rate():
+    progress, lr = 0.3, 0.05
+    net, closure, _ = vn_problem(seed=2)
+    start = copy.deepcopy(net.state_dict())
+    scheduled = ProjectedAdam(net.parameters(), projection=net.project_, lr=lr, lr_schedule="cosine")
+    scheduled.set_progress(progress)
+    scheduled.step(closure)
+    expected = copy.deepcopy(net.state_dict())
+
+    net.load_state_dict(start)
+    reference = torch.optim.Adam(net.parameters(), lr=lr * (1 + np.cos(np.pi * progress)) / 2)
+    reference.step(closure)
+    with torch.no_grad():
+        net.project_()
     for key, tensor in net.state_dict().items():
         torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0)
 

@@ -29,7 +29,7 @@ TRAIN_PATIENTS = (0, 4)
 VALIDATION_PATIENTS = (4, 5)
 TEST_PATIENTS = (5, 7)
 TRAIN_SLICES = SLICES * (TRAIN_PATIENTS[1] - TRAIN_PATIENTS[0])  # per network
-EPOCHS = 25  # 40 slices, batch 5: 200 Adam steps per network
+EPOCHS = 15  # 40 slices, batch 5: 120 Adam steps per network
 ACQUISITIONS = {"PDw": "CORPD_FBK", "PDw-FS": "CORPDFS_FBK"}
 METHODS = ("zf", "sense", "tv")
 

@@ -21,6 +21,7 @@ import yaml
 
 from ..data.selection import Selection, parse_selections
 from ..errors import InputError
+from .optim import LR_SCHEDULES
 
 PRESETS = ("cpu", "paper")
 
@@ -117,6 +118,9 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
     optimizer = merged["optimizer"]
     if optimizer.get("name") not in ("ipalm", "adam"):
         raise InputError(f"{where}: optimizer name must be 'ipalm' or 'adam', got {optimizer.get('name')!r}")
+    schedule = optimizer.get("lr_schedule")
+    if schedule is not None and (optimizer["name"] != "adam" or schedule not in LR_SCHEDULES):
+        raise InputError(f"{where}: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, for the adam optimiser only; got {schedule!r}")
     return TrainConfig(
         train=parse_selections(merged["train"], f"{where}: train"),
         validation=parse_selections(merged["validation"], f"{where}: validation") if merged["validation"] else [],

@@ -180,7 +180,10 @@ def train(
         batches = [order[i : i + config.batch_size] for i in range(0, n_slices, config.batch_size)]
         totals = torch.zeros(3, dtype=torch.float64)  # loss, rmse, ssim summed over slices
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
-        for global_indices in bar:
+        for batch_number, global_indices in enumerate(bar):
+            if isinstance(optimizer, ProjectedAdam):
+                steps_before = (epoch - 1) * len(batches) + batch_number
+                optimizer.set_progress(steps_before / (config.epochs * len(batches)))
             local = global_indices[group.rank :: group.world].tolist()
             batch = to_device(training.batch(local), device) if local else None
             global_size = len(global_indices)

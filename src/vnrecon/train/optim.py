@@ -171,12 +171,48 @@ class IPALM(torch.optim.Optimizer):
         return first_loss
 
 
-class ProjectedAdam(torch.optim.Adam):
-    """``torch.optim.Adam`` followed by a projection onto the constraints (e.g. ``model.project_``)."""
+LR_SCHEDULES = ("constant", "cosine")
 
-    def __init__(self, params, projection: Callable[[], None] | None = None, lr: float = 1e-3, **kwargs):
+
+def schedule_factor(schedule: str, progress: float) -> float:
+    """Learning-rate multiplier at ``progress`` = steps taken / all steps of the run, in [0, 1].
+
+    ``cosine`` decays from 1 to 0 over the run (Loshchilov & Hutter 2017,
+    without restarts). It is a function of the step count alone, so a resumed
+    run follows the same schedule as an uninterrupted one.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+
+
+class ProjectedAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` followed by a projection onto the constraints (e.g. ``model.project_``).
+
+    ``lr_schedule`` (one of ``LR_SCHEDULES``) scales ``lr`` by
+    ``schedule_factor``; the training loop reports the progress with
+    ``set_progress`` before every step.
+    """
+
+    def __init__(
+        self,
+        params,
+        projection: Callable[[], None] | None = None,
+        lr: float = 1e-3,
+        lr_schedule: str = "constant",
+        **kwargs,
+    ):
+        schedule_factor(lr_schedule, 0.0)  # reject an unknown name here, not mid-run
         super().__init__(params, lr=lr, **kwargs)
         self.projection = projection
+        self.lr_schedule = lr_schedule
+        self.base_lr = lr
+
+    def set_progress(self, progress: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = self.base_lr * schedule_factor(self.lr_schedule, progress)
 
     def step(self, closure=None):
         loss = super().step(closure)
