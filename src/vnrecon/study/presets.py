@@ -111,7 +111,7 @@ PRESETS: dict[str, StudyPreset] = {
             # The training preset as it is (10 epochs): the 20 distinct trainings make
             # 3280 slice-epochs per epoch, which keeps the study near an hour on 2 cores.
             overrides={},
-            expected_time="about 60 minutes on 2 CPU cores (measured: 61 min; ~3 minutes per 200-slice training)",
+            expected_time="about an hour on 2 CPU cores (measured: 64 min; 3-5 minutes per 200-slice training)",
         ),
         StudyPreset(
             name="paper",
