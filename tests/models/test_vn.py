@@ -6,6 +6,7 @@ from torch.nn import functional as F
 from tests.conftest import multicoil_slice, saved_bytes
 from vnrecon.errors import InputError
 from vnrecon.models.vn import (
+    PARAMETER_BLOCKS,
     GramOperator,
     VariationalNetwork,
     symmetric_index,
@@ -268,7 +269,7 @@ def test_initial_parameters_satisfy_the_constraints_and_project_restores_them():
 def test_parameter_blocks_cover_every_parameter_once():
     net = small_net(stages=3)
     blocks = net.parameter_blocks()
-    assert list(blocks) == ["filters", "activations", "lambda"]
+    assert tuple(blocks) == PARAMETER_BLOCKS == ("filters", "activations", "lambda")
     ids = [id(p) for params in blocks.values() for p in params]
     assert sorted(ids) == sorted(id(p) for p in net.parameters())
     assert set(net.block_projections()) == set(blocks)

@@ -38,6 +38,11 @@ def test_switching_optimiser_drops_the_other_optimisers_settings(tmp_path):
         ({"train": [{"data": "x"}], "preset": "gpu"}, "unknown preset"),
         ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "lr_schedule": "step"}}, "lr_schedule"),
         ({"train": [{"data": "x"}], "optimizer": {"name": "ipalm", "lr_schedule": "cosine"}}, "adam optimiser only"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "ipalm", "block_lr": {"lambda": 0.1}}}, "adam optimiser only"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambdas": 0.1}}}, "block_lr must map"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": [0.1]}}, "block_lr must map"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambda": -1}}}, "positive number"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambda": "fast"}}}, "positive number"),
     ],
 )
 def test_bad_configs_name_the_file_and_problem(tmp_path, values, problem):

@@ -50,7 +50,12 @@ def test_loss_is_squared_error_of_smoothed_magnitudes():
 
 
 @pytest.mark.parametrize(
-    "optimizer", [None, {"name": "adam", "lr": 0.01}, {"name": "adam", "lr": 0.01, "lr_schedule": "cosine"}]
+    "optimizer",
+    [
+        None,
+        {"name": "adam", "lr": 0.01},
+        {"name": "adam", "lr": 0.01, "lr_schedule": "cosine", "block_lr": {"lambda": 0.1, "activations": 0.003}},
+    ],
 )
 def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(knee_folder, tmp_path, optimizer):
     config = tiny_config(knee_folder, optimizer=optimizer)
@@ -65,6 +70,22 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(knee_folder, tm
         rows = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     assert list((tmp_path / "split" / "tensorboard").iterdir())
+
+
+def test_block_lr_gives_each_block_its_rate(knee_folder, tmp_path):
+    optimizer = {"name": "adam", "lr": 0.01, "block_lr": {"lambda": 0.1}}
+    train(tiny_config(knee_folder, epochs=1, optimizer=optimizer), tmp_path / "run", progress=False, cache_dir=tmp_path / "cache")
+    groups = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["optimizer_state"]["param_groups"]
+    assert [(group["name"], group["initial_lr"]) for group in groups] == [("filters", 0.01), ("activations", 0.01), ("lambda", 0.1)]
+
+
+def test_resume_with_another_optimiser_is_a_clear_error(knee_folder, tmp_path):
+    cache = tmp_path / "cache"
+    train(tiny_config(knee_folder, epochs=2), tmp_path / "run", progress=False, cache_dir=cache, max_epochs=1)
+    adam = tiny_config(knee_folder, epochs=2, optimizer={"name": "adam", "lr": 0.01})
+    with pytest.raises(InputError, match="must keep its optimiser") as error:
+        train(adam, tmp_path / "run", resume=True, progress=False, cache_dir=cache)
+    assert "checkpoint.pt" in str(error.value)
 
 
 def test_constraints_hold_after_training(knee_folder, tmp_path):

@@ -62,6 +62,8 @@ from ..physics.operator import SenseOperator, center_crop_readout, zero_pad_read
 from .activations import RBFActivation, RBFGrid, rbf_backward_kernel, rbf_forward_kernel
 
 ACTIVATIONS = ("rbf", "naive", "identity")
+#: The parameter blocks of ``VariationalNetwork.parameter_blocks``, in iPALM's update order.
+PARAMETER_BLOCKS = ("filters", "activations", "lambda")
 
 
 # ---------------------------------------------------------------------------
@@ -440,7 +442,7 @@ class VariationalNetwork(nn.Module):
     # -- constraints and optimiser blocks ---------------------------------
 
     def parameter_blocks(self) -> dict[str, list[nn.Parameter]]:
-        """Parameter blocks of iPALM, in update order: filters, activation weights, lambda."""
+        """Parameter blocks of iPALM, in update order (``PARAMETER_BLOCKS``): filters, activation weights, lambda."""
         return {
             "filters": [stage.filters for stage in self.stages],
             "activations": [stage.activation.weight for stage in self.stages if stage.activation is not None],

@@ -21,6 +21,7 @@ import yaml
 
 from ..data.selection import Selection, parse_selections
 from ..errors import InputError
+from ..models.vn import PARAMETER_BLOCKS
 from .optim import LR_SCHEDULES
 
 PRESETS = ("cpu", "paper")
@@ -121,6 +122,7 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
     schedule = optimizer.get("lr_schedule")
     if schedule is not None and (optimizer["name"] != "adam" or schedule not in LR_SCHEDULES):
         raise InputError(f"{where}: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, for the adam optimiser only; got {schedule!r}")
+    _check_block_lr(optimizer, where)
     return TrainConfig(
         train=parse_selections(merged["train"], f"{where}: train"),
         validation=parse_selections(merged["validation"], f"{where}: validation") if merged["validation"] else [],
@@ -133,6 +135,20 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         loss_eps=float(merged["loss_eps"]),
         preset=preset,
     )
+
+
+def _check_block_lr(optimizer: dict, where: str) -> None:
+    """``block_lr``: Adam only, a mapping from block names to positive learning rates."""
+    block_lr = optimizer.get("block_lr")
+    if block_lr is None:
+        return
+    if optimizer["name"] != "adam":
+        raise InputError(f"{where}: block_lr is for the adam optimiser only (iPALM finds each block's step itself)")
+    if not isinstance(block_lr, dict) or not set(block_lr) <= set(PARAMETER_BLOCKS):
+        raise InputError(f"{where}: block_lr must map blocks ({', '.join(PARAMETER_BLOCKS)}) to learning rates, got {block_lr!r}")
+    for block, lr in block_lr.items():
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise InputError(f"{where}: block_lr {block} must be a positive number, got {lr!r}")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

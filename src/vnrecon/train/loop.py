@@ -93,11 +93,23 @@ class Distributed:
 
 
 def build_optimizer(model: VariationalNetwork, settings: dict):
+    """iPALM over the model's parameter blocks, or projected Adam with one group per block.
+
+    Adam's ``block_lr`` maps block names (``filters``, ``activations``,
+    ``lambda``) to learning rates of their own; the others use ``lr``. This is
+    Adam's counterpart of iPALM's per-block step sizes: lambda_t scales a
+    gradient step and must travel far from its initial 1.0, while the
+    activation weights move in units of 0.04.
+    """
     settings = dict(settings)
     name = settings.pop("name")
+    blocks = model.parameter_blocks()
     if name == "ipalm":
-        return IPALM(model.parameter_blocks(), model.block_projections(), **settings)
-    return ProjectedAdam(model.parameters(), projection=model.project_, **settings)
+        return IPALM(blocks, model.block_projections(), **settings)
+    block_lr = settings.pop("block_lr", None) or {}
+    lr = settings.pop("lr", 1e-3)
+    groups = [{"params": params, "name": block, "lr": block_lr.get(block, lr)} for block, params in blocks.items() if params]
+    return ProjectedAdam(groups, projection=model.project_, lr=lr, **settings)
 
 
 def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling: int, device) -> tuple[float, float]:
@@ -151,8 +163,17 @@ def train(
     start_epoch = 0
     if resume:
         model, payload = model_from_checkpoint(checkpoint_path)
+        trained_with = (payload.get("train_config") or {}).get("optimizer")
+        if trained_with != config.optimizer:
+            raise InputError(
+                f"{checkpoint_path}: the run was trained with optimizer {trained_with}, the config now says "
+                f"{config.optimizer}; a resumed run must keep its optimiser (start a new run, or fine-tune with --init)"
+            )
         optimizer = build_optimizer(model.to(device), config.optimizer)
-        optimizer.load_state_dict(payload["optimizer_state"])
+        try:
+            optimizer.load_state_dict(payload["optimizer_state"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{checkpoint_path}: optimiser state does not fit the optimiser ({error})") from None
         history = list(payload["history"])
         start_epoch = int(payload["epoch"])
     elif init is not None:

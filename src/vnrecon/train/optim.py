@@ -191,9 +191,13 @@ def schedule_factor(schedule: str, progress: float) -> float:
 class ProjectedAdam(torch.optim.Adam):
     """``torch.optim.Adam`` followed by a projection onto the constraints (e.g. ``model.project_``).
 
-    ``lr_schedule`` (one of ``LR_SCHEDULES``) scales ``lr`` by
-    ``schedule_factor``; the training loop reports the progress with
-    ``set_progress`` before every step.
+    ``params`` may be parameter groups with a learning rate of their own (the
+    training loop makes one group per iPALM block, see ``block_lr`` in
+    ``build_optimizer``). ``lr_schedule`` (one of ``LR_SCHEDULES``) scales
+    every group's initial ``lr`` by ``schedule_factor``; the training loop
+    reports the progress with ``set_progress`` before every step. The initial
+    rates live in the groups (``initial_lr``), so they travel with
+    ``state_dict`` and a resumed run keeps them.
     """
 
     def __init__(
@@ -206,13 +210,15 @@ class ProjectedAdam(torch.optim.Adam):
     ):
         schedule_factor(lr_schedule, 0.0)  # reject an unknown name here, not mid-run
         super().__init__(params, lr=lr, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("initial_lr", group["lr"])
         self.projection = projection
         self.lr_schedule = lr_schedule
-        self.base_lr = lr
 
     def set_progress(self, progress: float) -> None:
+        factor = schedule_factor(self.lr_schedule, progress)
         for group in self.param_groups:
-            group["lr"] = self.base_lr * schedule_factor(self.lr_schedule, progress)
+            group["lr"] = group["initial_lr"] * factor
 
     def step(self, closure=None):
         loss = super().step(closure)
