@@ -23,8 +23,13 @@ from typing import Callable, Sequence
 from vnrecon import __version__
 from vnrecon.errors import InputError
 
-# Idle OpenMP threads spin by default; on a shared 2-core machine that slowed torch up to 100x.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP threads of torch's libgomp spin for 300000 iterations before they sleep: on
+# an idle 2-core machine a VN training step takes ~0.7x the time of sleeping at once
+# (OMP_WAIT_POLICY=PASSIVE), but 1.7-1.9x when a second job shares the cores (tiny problems
+# up to 100x). A spin of 3000 gives ~0.75x and 1.05-1.2x (benchmarks/openmp_wait.py). A
+# user's own OpenMP settings win.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
 PROG = "vnrecon"
 EXIT_USAGE = 2
