@@ -20,6 +20,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/espirit_speed.py
 	$(BIN)/python benchmarks/vn_speed.py --size cpu
+	$(BIN)/python benchmarks/openmp_wait.py
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/dataset_speed.py
 

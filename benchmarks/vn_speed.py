@@ -34,9 +34,9 @@ allocation before the run.
 
 Sizes: ``paper`` = 15 coils, k-space 640 x 368 (image 320 x 368), T = 10, Nk = 24,
 11 x 11 filters; ``cpu`` = 15 coils, k-space 256 x 96 (image 128 x 96) with the
-smaller network of the CPU preset (T = 5, Nk = 12, 7 x 7 filters). The last lines
-estimate one training epoch over 200 slices (iPALM with and without a forward-only
-value closure, and projected Adam) from the measured per-slice times.
+network of the ``cpu`` training preset (read from it: T = 20, Nk = 8, 7 x 7 filters).
+The last lines estimate one training epoch over 200 slices (iPALM with and without
+a forward-only value closure, and projected Adam) from the measured per-slice times.
 """
 
 from __future__ import annotations

@@ -107,9 +107,12 @@ def build_optimizer(model: VariationalNetwork, settings: dict):
     if name == "ipalm":
         return IPALM(blocks, model.block_projections(), **settings)
     block_lr = settings.pop("block_lr", None) or {}
-    lr = settings.pop("lr", 1e-3)
-    groups = [{"params": params, "name": block, "lr": block_lr.get(block, lr)} for block, params in blocks.items() if params]
-    return ProjectedAdam(groups, projection=model.project_, lr=lr, **settings)
+    groups = [
+        {"params": params, "name": block, **({"lr": block_lr[block]} if block in block_lr else {})}
+        for block, params in blocks.items()
+        if params
+    ]
+    return ProjectedAdam(groups, projection=model.project_, **settings)
 
 
 def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling: int, device) -> tuple[float, float]:
