@@ -39,6 +39,30 @@ def test_train_recon_inspect(knee_folder, tmp_path, capsys):
     assert main(["inspect", str(run)]) == 0
     assert (run / "filters.png").is_file() and (run / "curves.png").is_file()
 
+    # A file that carries its own maps is reconstructed with them: here maps that see only the upper half.
+    with_maps = tmp_path / "with_maps.h5"
+    with_maps.write_bytes(source.read_bytes())
+    with h5py.File(with_maps, "a") as h5:
+        maps = np.zeros(h5["kspace"].shape, np.complex64)
+        maps[:, :, : readout // 2] = 1 / np.sqrt(maps.shape[1])
+        h5.create_dataset("maps", data=maps)
+    out = tmp_path / "recon_maps.h5"
+    assert main(["recon", "--model", str(run), "--in", str(with_maps), "--out", str(out), "--acs-lines", str(KNEE_ACS)]) == 0
+    with h5py.File(out) as h5, h5py.File(tmp_path / "recon.h5") as estimated:
+        image_rows = h5["reconstruction_complex"].shape[1]  # the central half of the full readout
+        assert np.all(h5["reconstruction_complex"][:, image_rows // 2 :] == 0)
+        assert np.abs(estimated["reconstruction_complex"][:, image_rows // 2 :]).max() > 0
+    assert main(["info", str(with_maps)]) == 0
+    assert "coil maps:    stored (6 set(s)" in capsys.readouterr().out
+
+    # A step budget instead of epochs; not both.
+    stepped = tmp_path / "stepped"
+    assert main(["train", "--config", str(config), "--out", str(stepped), "--quiet", "--steps", "3", "--cache", str(tmp_path / "cache")]) == 0
+    with open(stepped / "history.csv") as handle:
+        assert handle.read().splitlines()[-1].split(",")[:2] == ["2", "3"]  # 4 slices / batch 2: epoch 2 ends at step 3
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "x"), "--epochs", "1", "--steps", "2"]) == 2
+    assert "--epochs or --steps" in capsys.readouterr().err
+
 
 def test_recon_rejects_a_mask_that_does_not_fit(knee_folder, tmp_path, capsys):
     source = sorted(knee_folder.glob("*.h5"))[0]

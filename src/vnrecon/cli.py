@@ -87,6 +87,7 @@ def _format_info(path: Path) -> str:
         f"  acquisition:  {info.acquisition or '-'}",
         f"  patient id:   {info.patient_id or '-'}",
         f"  SNR:          {snr_text} ({method})",
+        f"  coil maps:    {f'stored ({info.n_maps} set(s) in the file)' if info.has_maps else 'none stored (ESPIRiT from the ACS lines)'}",
     ]
     if info.mask is not None:
         lines.append(
@@ -225,7 +226,7 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
     from vnrecon.data.natural import simulate_natural_dataset
 
     count = _positive(args.count, "--count")
-    per_file = _positive(args.slices_per_file, "--slices-per-file")
+    per_file = {} if args.slices_per_file is None else {"slices_per_file": _positive(args.slices_per_file, "--slices-per-file")}
     seed = _non_negative(args.seed, "--seed")
     maps_from = Path(args.maps_from)
     if not maps_from.is_dir():
@@ -244,7 +245,7 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
             images=args.images,
             acs_lines=args.acs_lines,
             progress=progress,
-            slices_per_file=per_file,
+            **per_file,
         )
     finally:
         progress.close()
@@ -393,7 +394,10 @@ def _register_simulate(subparsers: argparse._SubParsersAction) -> None:
     )
     natural.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default: 0)")
     natural.add_argument("--acs-lines", type=int, default=24, metavar="L", help="ACS lines for ESPIRiT on the knee slices (default: 24)")
-    natural.add_argument("--slices-per-file", type=int, default=10, metavar="F", help="slices per output file (default: 10)")
+    natural.add_argument(
+        "--slices-per-file", type=int, default=None, metavar="F",
+        help="slices per output file; each file stores the coil map sets its slices use once (default: 100)",
+    )
     natural.set_defaults(func=_run_simulate_natural)
 
 
@@ -415,8 +419,12 @@ def _run_train(args: argparse.Namespace) -> int:
     from vnrecon.train.loop import train
 
     config = load_train_config(args.config)
+    if args.epochs is not None and args.steps is not None:
+        raise InputError("give --epochs or --steps, not both")
     if args.epochs is not None:
-        config.epochs = _positive(args.epochs, "--epochs")
+        config.epochs, config.steps = _positive(args.epochs, "--epochs"), None
+    if args.steps is not None:
+        config.steps = _positive(args.steps, "--steps")
     distributed = _init_distributed(args.device)
     try:
         history = train(
@@ -430,7 +438,7 @@ def _run_train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
     if history and not args.quiet:
         last = history[-1]
-        print(f"trained {last['epoch']} epochs: train RMSE {last['train_rmse']:.4f} SSIM {last['train_ssim']:.4f}; "
+        print(f"trained {last['epoch']} epochs ({last['steps']} steps): train RMSE {last['train_rmse']:.4f} SSIM {last['train_ssim']:.4f}; "
               f"run folder {args.out} (checkpoint.pt, history.csv, tensorboard/)")
     return 0
 
@@ -445,7 +453,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
             "history.csv (train/validation RMSE and SSIM per epoch), config.yaml and\n"
             "TensorBoard logs. The config names its data selections, mask, noise, model\n"
             "sizes, optimiser (ipalm | adam with lr and lr_schedule constant | cosine),\n"
-            "epochs, batch size and seed; 'preset: cpu'\n"
+            "epochs (or 'steps': optimiser steps, for small training sets), batch size and\n"
+            "seed; 'preset: cpu'\n"
             "or 'preset: paper' fills in what it leaves out ('vnrecon preset NAME' prints them).\n"
             "Several processes or GPUs: torchrun --nproc_per_node N -m vnrecon.cli train ...\n"
             "(each process takes its share of every batch; steps equal single-process training)."
@@ -457,6 +466,10 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
     parser.add_argument("--init", type=Path, metavar="CKPT", help="start from a trained model (fine-tuning)")
     parser.add_argument("--epochs", type=int, metavar="N", help="override the config's number of epochs")
+    parser.add_argument(
+        "--steps", type=int, metavar="N",
+        help="train for N optimiser steps instead (the last epoch is cut short; the lr schedule spans N)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--cache", type=Path, metavar="DIR", help="ESPIRiT map cache (default: $VNRECON_CACHE or ~/.cache/vnrecon)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
@@ -529,7 +542,7 @@ def _run_recon(args: argparse.Namespace) -> int:
         how = f"{args.mask} mask, R={args.acceleration}, {args.acs_lines} ACS lines"
     images = reconstruct_volume(
         model, volume.kspace, np.asarray(mask, bool), args.acs_lines, where=str(args.input),
-        progress=True, device=args.device,
+        progress=True, device=args.device, maps=volume.slice_maps(),
     )
     _write_reconstruction(args.out, images, volume, checkpoint, np.asarray(mask, bool))
     print(f"reconstructed {images.shape[0]} slices of {args.input} ({how}) -> {args.out}")
@@ -550,7 +563,8 @@ def _register_recon(subparsers: argparse._SubParsersAction) -> None:
             "Reconstruct every slice of a fastMRI multi-coil file with a trained VN.\n"
             "Fully sampled data are undersampled with --mask first; files that are already\n"
             "undersampled (a 'mask' dataset, as in the fastMRI test set) are used as they\n"
-            "are. Coil maps: ESPIRiT from the ACS lines. Writes OUT.h5 with 'reconstruction'\n"
+            "are. Coil maps: the file's own 'maps' when it stores them, else ESPIRiT from\n"
+            "the ACS lines. Writes OUT.h5 with 'reconstruction'\n"
             "(slices, recon matrix) float32 magnitude as in fastMRI submissions, plus\n"
             "'reconstruction_complex' on the readout-cropped grid and the 'mask' used."
         ),

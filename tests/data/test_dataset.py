@@ -107,6 +107,26 @@ def test_espirit_cache_is_reused_and_identical(folder, tmp_path):
     assert len(list((tmp_path / "cache" / "espirit").glob("*.pt"))) == 2
 
 
+def test_stored_maps_are_used_and_never_share_the_espirit_cache(folder, tmp_path):
+    """Two folders with the same k-space, one file carrying the generating maps: each gets its own maps."""
+    kspace, true_maps, obj = multicoil_slice(8, 64, 48, seed=11)
+    plain, stored = tmp_path / "plain", tmp_path / "stored"
+    plain.mkdir(), stored.mkdir()
+    volume = Volume(kspace[None].astype(np.complex64), "CORPD_FBK", "p0")
+    write_volume(plain / "p0.h5", volume)
+    volume.maps = true_maps[None].astype(np.complex64)
+    write_volume(stored / "p0.h5", volume)
+    for order in ((plain, stored), (stored, plain)):  # whichever is seen first fills the cache
+        cache = tmp_path / f"cache_{order[0].name}"
+        items = {path: SliceDataset([Selection(data=str(path))], cache_dir=cache)[0] for path in order}
+        np.testing.assert_array_equal(items[stored]["maps"].numpy(), true_maps.astype(np.complex64))
+        assert not torch.allclose(items[plain]["maps"], items[stored]["maps"], atol=1e-2)
+        assert len(list((cache / "espirit").glob("*.pt"))) == 1  # only the estimate is cached
+    # With the generating maps the reference is the object itself (no noise was added).
+    item = items[stored]
+    np.testing.assert_allclose((item["reference"] * item["scale"]).numpy(), obj, atol=1e-5)
+
+
 def test_damaged_cache_entry_is_recomputed(folder, tmp_path):
     data = dataset(folder, tmp_path, acquisition="CORPD_FBK", patients=(0, 1), slices=1)
     first = data[0]

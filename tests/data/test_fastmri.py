@@ -379,3 +379,61 @@ def test_center_fit_crop_and_pad_keep_the_centre_pixel():
         out = fastmri.center_fit(image, shape)
         assert out.shape == shape
         assert out[shape[0] // 2, shape[1] // 2] == image[3, 3]
+
+
+# ---------------------------------------------------------------- stored coil maps
+
+
+def random_maps(sets, shape=(4, 32, 24), seed=1):
+    return random_kspace((sets, *shape), seed)
+
+
+def test_maps_pool_round_trip_and_selected_slices_read_only_their_sets(tmp_path):
+    kspace, pool = random_kspace((5, 4, 32, 24)), random_maps(3)
+    index = np.array([2, 0, 2, 1, 0])
+    path = write_volume(tmp_path / "pool.h5", Volume(kspace, maps=pool, maps_index=index))
+    info = read_header(path)
+    assert info.has_maps and info.n_maps == 3
+    whole = read_volume(path)
+    np.testing.assert_array_equal(whole.slice_maps(), pool[index])
+    part = read_volume(path, slices=[2, 0])  # both use set 2
+    assert part.maps.shape[0] == 1
+    np.testing.assert_array_equal(part.slice_maps(), pool[[2, 2]])
+    mixed = read_volume(path, slices=[3, 1, 4])
+    np.testing.assert_array_equal(mixed.slice_maps(), pool[[1, 0, 0]])
+    # One set per slice needs no index; the plain h5py layout is what the README shows users.
+    per_slice = random_maps(2, seed=4)
+    path = tmp_path / "own.h5"
+    write_volume(path, Volume(kspace[:2]))
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("maps", data=per_slice)
+    np.testing.assert_array_equal(read_volume(path, slices=[1]).slice_maps(), per_slice[[1]])
+    assert read_volume(tmp_path / "pool.h5").maps_index.tolist() == index.tolist()
+    assert not read_header(write_volume(tmp_path / "none.h5", Volume(kspace))).has_maps
+
+
+@pytest.mark.parametrize(
+    "maps, index, message",
+    [
+        (random_maps(2, (4, 32, 20)), None, "'maps' has shape"),
+        (random_maps(2), None, "add a 'maps_index'"),
+        (random_maps(2), np.array([0, 1, 2]), "points outside"),
+        (random_maps(2), np.array([0, 1]), "must be \\(3,\\) integers"),
+        (random_maps(3).real.copy(), None, "complex dataset"),
+        (None, np.array([0, 0, 0]), "without a 'maps' dataset"),
+        (np.where(np.arange(24) == 3, np.nan, random_maps(3)).astype(np.complex64), None, "NaN or Inf"),
+    ],
+)
+def test_bad_stored_maps_are_one_line_input_errors(tmp_path, maps, index, message):
+    path = write_volume(tmp_path / "bad.h5", Volume(random_kspace()))
+    with h5py.File(path, "a") as h5:
+        if maps is not None:
+            h5.create_dataset("maps", data=maps)
+        if index is not None:
+            h5.create_dataset("maps_index", data=index)
+    with pytest.raises(InputError, match=message) as error:
+        read_volume(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ValueError):  # the writer refuses the same layouts before touching disk
+        write_volume(tmp_path / "refused.h5", Volume(random_kspace(), maps=maps, maps_index=index))
+    assert not (tmp_path / "refused.h5").exists()

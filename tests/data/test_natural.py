@@ -149,6 +149,27 @@ def test_coil_images_are_knee_maps_times_one_image(knee_dir, high):
         assert np.sqrt(np.mean(np.abs(wrong) ** 2)) > 5 * expected
 
 
+def test_stored_maps_are_the_generating_maps_and_explain_the_data(knee_dir, high):
+    """Each file carries the pool maps its slices used; they explain the coil images to the noise level,
+    while maps re-estimated with ESPIRiT from the synthetic k-space (full-FOV content) do not."""
+    kspace, attrs, first = load(high)
+    maps = np.concatenate([read_volume(path).slice_maps() for path in high])
+    expected = first["noise_sigma"] * np.sqrt(2 * (COILS - 1) / COILS)
+    for index in range(len(kspace)):
+        np.testing.assert_allclose(maps[index], knee_maps(knee_dir, attrs["map_source"][index]), atol=1e-5)
+        images = ifft2c(torch.from_numpy(kspace[index])).numpy().astype(np.complex128)
+
+        def residual(coil_maps):
+            return np.sqrt(np.mean(np.abs(images - coil_maps * np.sum(coil_maps.conj() * images, axis=0)) ** 2))
+
+        assert residual(maps[index].astype(np.complex128)) == pytest.approx(expected, rel=0.05)
+        estimated = espirit_maps(torch.from_numpy(kspace[index]), acs_lines=24, crop=0.0).numpy().astype(np.complex128)
+        assert residual(estimated) > 2 * expected
+    for path in high:  # each set once per file
+        info = read_header(path)
+        assert info.n_maps == len(set(h5py.File(path).attrs["map_source"]))
+
+
 def test_sinusoidal_phase(knee_dir, high):
     kspace, attrs, _ = load(high)
     frequencies = attrs["phase_frequency"]

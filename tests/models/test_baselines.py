@@ -278,7 +278,7 @@ def test_images_vanish_outside_the_sensitivity_support():
     maps = operator.maps.clone()
     maps[..., 40:, :] = 0  # rows 24.. of the cropped 32-row grid (crop starts at 16)
     cropped = SenseOperator(maps, operator.mask.flatten(), 32)
-    support = bl.sensitivity_support(cropped)
+    support = cropped.support()
     assert bool(support[0, :24].all()) and not bool(support[0, 24:].any())
     for method in ("zf", "sense", "tv", "wavelet"):
         image = bl.reconstruct(method, cropped, kspace)

@@ -128,6 +128,33 @@ def test_zero_activations_reduce_a_stage_to_a_data_gradient_step():
     torch.testing.assert_close(net(kspace, maps, mask, READOUT), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_every_stage_keeps_the_image_on_the_sensitivity_support():
+    """Cropped maps (zero in a band, as ESPIRiT's crop): the regulariser's response there is removed in
+    every stage, not only at the output; checked against the update written out with SenseOperator.normal."""
+    net = small_net(stages=3)
+    randomise_activations(net)
+    kspace, maps, mask = small_batch()
+    maps = maps.clone()
+    maps[..., READOUT // 2 + 2 : READOUT // 2 + 6, :] = 0  # rows of the cropped image grid
+    maps[..., :, :3] = 0
+    support = torch.from_numpy(np.abs(maps[0].numpy()).sum(0)[READOUT // 2 : READOUT // 2 + READOUT] > 0)
+    assert 0.5 < support.double().mean() < 0.9
+    out = net(kspace, maps, mask, READOUT)
+    assert torch.all(out[0][~support] == 0)
+    operator = SenseOperator(maps, mask, READOUT)
+    u0 = operator.adjoint(kspace)
+    scale = u0.abs().max()
+    u0 = u0 / scale
+    u = u0
+    for stage in net.stages:
+        step = u - stage.regulariser(u) / stage.filters.shape[0] - stage.lam * (operator.normal(u) - u0)
+        u = torch.where(support, step, torch.zeros_like(step))
+    torch.testing.assert_close(out, u * scale, rtol=1e-10, atol=1e-12)
+    # Without the projection the regulariser would have put signal there.
+    free = u0 - net.stages[0].regulariser(u0) / net.stages[0].filters.shape[0]
+    assert free[0][~support].abs().max() > 1e-3
+
+
 def test_output_shape_and_positive_homogeneity():
     net = small_net()
     randomise_activations(net)

@@ -68,3 +68,24 @@ def test_only_accepts_short_ids_and_pulls_in_what_they_need():
     assert select(plans, parse_ids("20,ref20", study.ids())) == ["17", "20", "ref20"]
     with pytest.raises(InputError, match="unknown experiment '21'"):
         parse_ids("21", study.ids())
+
+
+def test_small_sets_get_the_steps_of_a_full_training_and_fine_tunings_their_optimiser():
+    from dataclasses import replace
+
+    preset = PRESETS["cpu"]
+    plans = plan_study(load_study(), preset, FOLDERS)
+    full = plans["01"].config
+    n_full = preset.train_patients * preset.train_slices  # 200 slices
+    assert full.steps is None and full.total_steps(n_full) == full.epochs * -(-n_full // full.batch_size)
+    for name in ("19", "20", "ref19", "ref20"):
+        config = plans[name].config
+        assert config.steps == full.total_steps(n_full)  # 320 = 8 epochs x 40 batches
+        n_small = preset.train_patients * preset.finetune_slices
+        assert config.planned_epochs(n_small) == config.steps // -(-n_small // config.batch_size)
+    assert plans["17"].config.steps is None
+    tuned = replace(preset, finetune_optimizer={"lr": 0.002}, small_set_full_steps=False)
+    plans = plan_study(load_study(), tuned, FOLDERS)
+    assert plans["19"].config.optimizer["lr"] == 0.002 and plans["19"].config.optimizer["block_lr"] == {"lambda": 0.1}
+    assert plans["ref19"].config.optimizer == plans["01"].config.optimizer  # from scratch: the preset's
+    assert plans["19"].config.steps is None

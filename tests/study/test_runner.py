@@ -1,6 +1,7 @@
 """`vnrecon study` end to end with the tiny preset (one shared run), resuming, and its checks."""
 
 import csv
+import math
 import json
 from dataclasses import replace
 
@@ -59,8 +60,12 @@ def test_tiny_study_writes_manifest_evaluations_and_examples(study):
     assert entries["19"]["init"] == "17" and entries["19"]["n_train_slices"] == TINY.train_patients * TINY.finetune_slices
     assert entries["01"]["n_train_slices"] == TINY.train_patients * TINY.train_slices
     assert entries["17"]["n_train_slices"] == TINY.natural_images
+    # 2 epochs of 8 slices in batches of 5 are 4 steps; the 4-slice subsets (19, ref19) get those 4 steps as 4 epochs
+    full_steps = 2 * math.ceil(TINY.train_patients * TINY.train_slices / 5)
     for name, entry in entries.items():
-        assert entry["run"] == f"runs/{name}" and entry["same_as"] is None and entry["epochs"] == 2 and entry["seconds"] > 0
+        small = name in ("19", "ref19")
+        assert entry["steps"] == full_steps and entry["epochs"] == (full_steps if small else 2)
+        assert entry["run"] == f"runs/{name}" and entry["same_as"] is None and entry["seconds"] > 0
         assert entry["train"] and entry["test_sets"] == TEST_SETS and entry["masks"] == ["regular"]
         assert (study / entry["run"] / "checkpoint.pt").is_file()
 
@@ -122,7 +127,7 @@ def test_a_killed_training_resumes_from_its_last_epoch(study, tmp_path, monkeypa
     lines = []
     result = run_study(out, TINY, data_dir=study / "data", only="ref19", say=lines.append)
     assert any("resuming after epoch 1" in line for line in lines)
-    assert result["trained_now"] == ["ref19"] and runner.epochs_done(out / "runs" / "ref19") == 2
+    assert result["trained_now"] == ["ref19"] and runner.epochs_done(out / "runs" / "ref19") == 4  # its 4 steps
 
 
 def test_training_on_a_test_patient_is_refused(study):

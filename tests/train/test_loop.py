@@ -72,6 +72,27 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(knee_folder, tm
     assert list((tmp_path / "split" / "tensorboard").iterdir())
 
 
+def test_a_step_budget_ends_mid_epoch_spans_the_schedule_and_resumes_exactly(knee_folder, tmp_path, monkeypatch):
+    """4 slices in batches of 3 are 2 steps per epoch: 5 steps are 3 epochs, the last with one batch."""
+    from vnrecon.train.optim import ProjectedAdam
+
+    adam = {"name": "adam", "lr": 0.01, "lr_schedule": "cosine"}
+    config = tiny_config(knee_folder, epochs=50, optimizer=adam, steps=5)  # steps win over epochs
+    assert (config.total_steps(4), config.planned_epochs(4)) == (5, 3)
+    progress = []
+    original = ProjectedAdam.set_progress
+    monkeypatch.setattr(ProjectedAdam, "set_progress", lambda self, value: (progress.append(value), original(self, value))[1])
+    cache = tmp_path / "cache"
+    history = train(config, tmp_path / "straight", progress=False, cache_dir=cache)
+    assert [(row["epoch"], row["steps"]) for row in history] == [(1, 2), (2, 4), (3, 5)]
+    assert progress == [step / 5 for step in range(5)]  # one optimiser step each, the cosine over all 5
+    train(config, tmp_path / "split", progress=False, cache_dir=cache, max_epochs=2)
+    train(config, tmp_path / "split", resume=True, progress=False, cache_dir=cache)
+    assert_same_parameters(parameters(tmp_path / "straight"), parameters(tmp_path / "split"))
+    with pytest.raises(InputError, match="'steps' must be a positive integer"):
+        tiny_config(knee_folder, steps=0)
+
+
 def test_block_lr_gives_each_block_its_rate(knee_folder, tmp_path):
     optimizer = {"name": "adam", "lr": 0.01, "block_lr": {"lambda": 0.1}}
     train(tiny_config(knee_folder, epochs=1, optimizer=optimizer), tmp_path / "run", progress=False, cache_dir=tmp_path / "cache")

@@ -3,7 +3,9 @@
 One item is one slice, prepared as the reconstruction sees it:
 
 * ``kspace``    (coils, readout, phase) complex64, undersampled, normalised
-* ``maps``      (coils, readout, phase) complex64, ESPIRiT from the ACS lines
+* ``maps``      (coils, readout, phase) complex64: the file's own maps when it
+  stores them (``maps`` dataset, see ``vnrecon.data.fastmri``), else ESPIRiT
+  from the ACS lines of the undersampled slice
 * ``mask``      (phase,) float32
 * ``reference`` (readout / oversampling, phase) complex64: the fully sampled
   data combined with the same maps (SPEC section 1), normalised
@@ -15,7 +17,9 @@ Noise augmentation (``Selection.noise_snr``) is drawn from a generator seeded
 by (dataset seed, file name, slice), so a test set is identical every time and
 wherever the folder lives. ESPIRiT maps are computed once per slice and cached
 on disk under a key made from the k-space bytes and the ESPIRiT parameters,
-so a cached map can never belong to other data.
+so a cached map can never belong to other data. Stored maps never go through
+the cache: they are read from their file every time, so a file with maps and
+one without but with the same k-space cannot share an entry.
 """
 
 import hashlib
@@ -124,7 +128,8 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         selection = entry.selection
-        kspace = torch.from_numpy(read_volume(entry.path, [entry.slice_index]).kspace[0])
+        volume = read_volume(entry.path, [entry.slice_index])
+        kspace = torch.from_numpy(volume.kspace[0])
         if selection.noise_snr is not None:
             generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))
             try:
@@ -133,7 +138,8 @@ class SliceDataset(Dataset):
                 raise InputError(f"{entry.path} slice {entry.slice_index}: {error}") from None
         mask = torch.from_numpy(self.mask_for(entry, kspace.shape[-1]))
         undersampled = kspace * mask
-        maps = self.maps_for(undersampled, selection.acs_lines)
+        stored = volume.slice_maps()
+        maps = torch.from_numpy(stored[0]) if stored is not None else self.maps_for(undersampled, selection.acs_lines)
         readout = kspace.shape[-2] // self.oversampling
         reference = SenseOperator(maps[None], torch.ones_like(mask), readout).adjoint(kspace[None])[0]
         zero_filled = SenseOperator(maps[None], mask, readout).adjoint(undersampled[None])[0]

@@ -9,6 +9,10 @@ One file holds one volume (one patient, one sequence)::
                                                           absent in undersampled test files
     mask                (W,) bool                         only in undersampled (test-set style) files
     ismrmrd_header      scalar string                     ISMRMRD XML (namespace ISMRMRD_NAMESPACE)
+    maps                (M, coils, H, W) complex64        optional (vnrecon): coil sensitivity maps at
+                                                          the full k-space FOV, used instead of ESPIRiT
+    maps_index          (slices,) integer                 optional: slice s uses maps[maps_index[s]];
+                                                          without it M == slices and slice s uses maps[s]
 
     attrs: acquisition (CORPD_FBK / CORPDFS_FBK), patient_id, and when a
     reconstruction is stored max / norm (its maximum and l2 norm); files with a
@@ -20,6 +24,14 @@ maximum + 1`` (``center`` / ``maximum`` of encodingLimits/kspace_encoding_step_1
 and takes the target crop from reconSpace/matrixSize. The files written here
 hold fully encoded phase lines, so they carry ``minimum = 0``, ``maximum = W - 1``,
 ``center = W // 2``, i.e. padding_left = 0 and padding_right = W (no padding).
+
+Coil maps: fastMRI files carry none (every loader estimates them with ESPIRiT
+from the ACS lines). A file may carry its own in ``maps`` (the original VN
+data's per-slice ``espirit<k>.mat`` in one dataset, BART ``ecalib`` output,
+vendor maps, or the maps a simulator made the data with); every vnrecon
+loader then uses them as they are. ``maps_index`` lets many slices share one
+map set (a synthetic set draws its maps from a small pool), so each set is
+stored once. Maps are validated (shape, complex, finite) like the k-space.
 
 Reconstruction for small simulated matrices: ``reconstruction_rss`` is the RSS
 image centre-*fitted* to the recon matrix: each axis is centre-cropped when
@@ -79,6 +91,9 @@ class Volume:
     mask: (W,) bool or None (undersampled, test-set style file).
     header: parsed ISMRMRD fields, see :func:`parse_ismrmrd_header`; on write its
         sequence fields are used unless overridden by keyword.
+    maps: (M, coils, H, W) complex64 coil maps or None (estimate them with ESPIRiT).
+    maps_index: (slices,) int64, the map set of each slice, or None (M == slices, one set
+        per slice).
     """
 
     kspace: np.ndarray
@@ -87,6 +102,8 @@ class Volume:
     reconstruction_rss: np.ndarray | None = None
     mask: np.ndarray | None = None
     header: dict[str, Any] = field(default_factory=dict)
+    maps: np.ndarray | None = None
+    maps_index: np.ndarray | None = None
 
     @property
     def n_slices(self) -> int:
@@ -95,6 +112,12 @@ class Volume:
     @property
     def n_coils(self) -> int:
         return int(self.kspace.shape[1])
+
+    def slice_maps(self) -> np.ndarray | None:
+        """(slices, coils, H, W) coil maps of every slice (a view per set), or None without stored maps."""
+        if self.maps is None:
+            return None
+        return self.maps if self.maps_index is None else self.maps[self.maps_index]
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,12 @@ class VolumeInfo:
     has_rss: bool
     mask: np.ndarray | None
     attrs: dict[str, Any]
+    #: Number of stored coil map sets (0: none, maps are estimated).
+    n_maps: int = 0
+
+    @property
+    def has_maps(self) -> bool:
+        return self.n_maps > 0
 
     @property
     def n_slices(self) -> int:
@@ -310,6 +339,28 @@ def _check_volume(volume: Volume) -> tuple[np.ndarray, np.ndarray | None]:
     return kspace.astype(np.complex64, copy=False), mask
 
 
+def _check_maps(volume: Volume) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if volume.maps is None:
+        if volume.maps_index is not None:
+            raise ValueError("maps_index given without maps")
+        return None, None
+    maps = np.asarray(volume.maps)
+    shape = np.shape(volume.kspace)
+    if maps.ndim != 4 or maps.shape[1:] != shape[1:] or maps.shape[0] == 0:
+        raise ValueError(f"maps must be (sets, {shape[1]}, {shape[2]}, {shape[3]}) like the k-space, got shape {maps.shape}")
+    if not np.iscomplexobj(maps) or not np.isfinite(maps).all():
+        raise ValueError("maps must be complex and finite")
+    index = None
+    if volume.maps_index is not None:
+        index = np.asarray(volume.maps_index)
+        if index.shape != (shape[0],) or index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= maps.shape[0]:
+            raise ValueError(f"maps_index must be ({shape[0]},) integers in [0, {maps.shape[0]}), got {index!r}")
+        index = index.astype(np.int64)
+    elif maps.shape[0] != shape[0]:
+        raise ValueError(f"{maps.shape[0]} map sets for {shape[0]} slices need a maps_index")
+    return maps.astype(np.complex64, copy=False), index
+
+
 def write_volume(
     path: str | Path,
     volume: Volume,
@@ -336,6 +387,7 @@ def write_volume(
     """
     path = Path(path)
     kspace, mask = _check_volume(volume)
+    maps, maps_index = _check_maps(volume)
     n_slices, n_coils, readout, phase = kspace.shape
     header = volume.header or {}
 
@@ -379,6 +431,10 @@ def write_volume(
                 h5.create_dataset("reconstruction_rss", data=rss)
             if mask is not None:
                 h5.create_dataset("mask", data=mask)
+            if maps is not None:
+                h5.create_dataset("maps", data=maps)
+            if maps_index is not None:
+                h5.create_dataset("maps_index", data=maps_index)
             h5.create_dataset("ismrmrd_header", data=xml)
             h5.attrs["acquisition"] = str(volume.acquisition)
             h5.attrs["patient_id"] = str(volume.patient_id)
@@ -457,6 +513,8 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
                 f"{path}: 'reconstruction_rss' has shape {rss_shape}, expected ({shape[0]}, rh, rw)"
             )
 
+    n_maps = _inspect_maps(path, h5, shape)
+
     header: dict[str, Any] = {}
     if isinstance(h5.get("ismrmrd_header"), h5py.Dataset):
         try:
@@ -476,7 +534,54 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
         has_rss=has_rss,
         mask=mask,
         attrs=attrs,
+        n_maps=n_maps,
     )
+
+
+def _inspect_maps(path: Path, h5: h5py.File, shape: tuple[int, ...]) -> int:
+    """Check the optional ``maps`` / ``maps_index`` layout (values are checked on read); the number of sets."""
+    if "maps" not in h5:
+        if "maps_index" in h5:
+            raise InputError(f"{path}: 'maps_index' without a 'maps' dataset")
+        return 0
+    maps = h5["maps"]
+    if not isinstance(maps, h5py.Dataset) or maps.dtype.kind != "c":
+        raise InputError(f"{path}: 'maps' must be a complex dataset (sets, coils, readout, phase)")
+    if maps.ndim != 4 or tuple(maps.shape[1:]) != shape[1:] or maps.shape[0] == 0:
+        raise InputError(
+            f"{path}: 'maps' has shape {maps.shape} but must be (sets, {shape[1]}, {shape[2]}, {shape[3]}) "
+            "like the k-space (coil maps at the full readout FOV)"
+        )
+    if "maps_index" in h5:
+        index = h5["maps_index"]
+        if not isinstance(index, h5py.Dataset) or index.shape != (shape[0],) or index.dtype.kind not in "iu":
+            raise InputError(f"{path}: 'maps_index' must be ({shape[0]},) integers, one map set per slice")
+        values = index[()]
+        if values.min() < 0 or values.max() >= maps.shape[0]:
+            raise InputError(f"{path}: 'maps_index' points outside the {maps.shape[0]} map sets")
+    elif maps.shape[0] != shape[0]:
+        raise InputError(
+            f"{path}: 'maps' holds {maps.shape[0]} map sets for {shape[0]} slices; add a 'maps_index' (slices,) "
+            "naming each slice's set"
+        )
+    return int(maps.shape[0])
+
+
+def _read_maps(path: Path, h5: h5py.File, indices: list[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The map sets the selected slices use, and each selected slice's position in them."""
+    if "maps" not in h5:
+        return None, None
+    if "maps_index" in h5:
+        wanted = h5["maps_index"][()][indices].astype(np.int64)
+        sets, position = np.unique(wanted, return_inverse=True)
+        maps = h5["maps"][sets.tolist()] if len(sets) else np.empty((0, *h5["maps"].shape[1:]), h5["maps"].dtype)
+        index = position.astype(np.int64)
+    else:
+        maps, index = _read_rows(h5["maps"], indices), None
+    maps = maps.astype(np.complex64, copy=False)
+    if not np.isfinite(maps).all():
+        raise InputError(f"{path}: 'maps' contains NaN or Inf")
+    return maps, index
 
 
 def read_header(path: str | Path) -> VolumeInfo:
@@ -531,6 +636,7 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
         rss = None
         if info.has_rss:
             rss = _read_rows(h5["reconstruction_rss"], indices).astype(np.float32, copy=False)
+        maps, maps_index = _read_maps(path, h5, indices)
     return Volume(
         kspace=kspace,
         acquisition=info.acquisition,
@@ -538,4 +644,6 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
         reconstruction_rss=rss,
         mask=info.mask,
         header=info.header,
+        maps=maps,
+        maps_index=maps_index,
     )

@@ -70,6 +70,16 @@ That phase cancels in the coil-combined image ``sum_c conj(S_c) u_c = m
 exp(i phi)``, and the margin rows are cropped away by the reconstruction
 operator anyway. ``map_crop`` sets a different crop.
 
+**The generating maps are stored with the data** (``maps`` + ``maps_index``,
+see :mod:`vnrecon.data.fastmri`; each file holds the pool members its slices
+use, once), and every loader uses them instead of ESPIRiT. Re-estimating maps
+from this k-space does not give them back: the image fills the FOV up to the
+phase-encoding edges, where the coil profiles wrap around, which one ESPIRiT
+map set cannot describe (the second eigenvalue is large over most of the
+FOV), so the data would not be in the range of the operator the network
+trains with. With the stored maps the fully sampled data are explained to
+the noise level.
+
 Noise and SNR
 -------------
 The SNR is the toolkit's definition (:mod:`vnrecon.physics.noise`)
@@ -91,7 +101,8 @@ rms(c)``, since complex noise adds ``2 sigma_k^2`` to ``rms(f)^2``.
 Output
 ------
 fastMRI-layout files (:func:`vnrecon.data.fastmri.write_volume`) of
-``slices_per_file`` (default 10) images each: ``natural_<snr>_NNN.h5``,
+``slices_per_file`` (default ``SLICES_PER_FILE`` = 100: the map sets are
+stored once per file, so large files keep them a small part of it) images each: ``natural_<snr>_NNN.h5``,
 ``acquisition`` ``SYNTHETIC_HIGH`` / ``SYNTHETIC_LOW`` / ``SYNTHETIC_VARIABLE``,
 ``patient_id`` ``natNNN``, the knee files' FOV in the header and a
 ``reconstruction_rss`` on the readout-cropped matrix. Extra file attributes
@@ -163,6 +174,8 @@ PHASE_AMPLITUDE = (0.5, math.pi)
 MAX_ZOOM = 1.25
 #: Readout oversampling of the knee data (the margins used for the noise estimate).
 OVERSAMPLING = 2
+#: Synthetic slices per output file (each file stores the map sets its slices use).
+SLICES_PER_FILE = 100
 #: Images shown in montage.png.
 MONTAGE_IMAGES = 6
 
@@ -459,7 +472,7 @@ class _Sample:
     kspace: np.ndarray  # (coils, readout, phase) complex64
     snr: float
     source: str
-    map_source: str
+    pool_index: int
     phase: SinusoidalPhase
     combined: np.ndarray  # coil-combined noisy image (readout, phase), for the montage
 
@@ -506,7 +519,7 @@ def _simulate_one(
         kspace=kspace.numpy(),
         snr=snr,
         source=source_name,
-        map_source=pool.label(pool_index),
+        pool_index=pool_index,
         phase=phase,
         combined=combined.numpy(),
     )
@@ -521,10 +534,12 @@ def _write_file(
     file_index: int,
     snr_setting: str,
     reference: KneeReference,
+    pool: _MapPool,
     seed: int,
 ) -> Path:
-    """write_volume to a temporary name in the same folder, add the ground-truth attrs, rename."""
+    """write_volume (with the generating maps) to a temporary name in the same folder, add the ground-truth attrs, rename."""
     readout, phase = reference.matrix
+    used = sorted({sample.pool_index for sample in samples})
     with atomic_write(path) as temporary:
         write_volume(
             temporary,
@@ -532,6 +547,8 @@ def _write_file(
                 kspace=np.stack([sample.kspace for sample in samples]),
                 acquisition=f"SYNTHETIC_{snr_setting.upper()}",
                 patient_id=f"nat{file_index:03d}",
+                maps=np.stack([pool.maps(index).to(torch.complex64).numpy() for index in used]),
+                maps_index=np.array([used.index(sample.pool_index) for sample in samples], dtype=np.int64),
             ),
             fov_mm=reference.fov_mm,
             recon_shape=(readout // OVERSAMPLING, phase),
@@ -545,7 +562,7 @@ def _write_file(
             attrs["snr_reference_low"] = float(reference.snr_low)
             attrs["seed"] = int(seed)
             attrs["source_image"] = [sample.source for sample in samples]
-            attrs["map_source"] = [sample.map_source for sample in samples]
+            attrs["map_source"] = [pool.label(sample.pool_index) for sample in samples]
             attrs["phase_amplitude"] = np.array([sample.phase.amplitude for sample in samples], dtype=np.float64)
             attrs["phase_frequency"] = np.array([sample.phase.frequency for sample in samples], dtype=np.float64)
             attrs["phase_offset"] = np.array([sample.phase.offset for sample in samples], dtype=np.float64)
@@ -591,7 +608,7 @@ def simulate_natural_dataset(
     acs_lines: int = 24,
     progress: Callable[[int, int], None] | None = None,
     *,
-    slices_per_file: int = 10,
+    slices_per_file: int = SLICES_PER_FILE,
     map_crop: float = 0.0,
     montage: bool = True,
 ) -> list[Path]:
@@ -655,7 +672,9 @@ def simulate_natural_dataset(
         if len(batch) == slices_per_file or index == count - 1:
             file_index = len(paths)
             paths.append(
-                _write_file(out_dir / f"natural_{snr}_{file_index:03d}.h5", batch, file_index, snr, reference, int(seed))
+                _write_file(
+                    out_dir / f"natural_{snr}_{file_index:03d}.h5", batch, file_index, snr, reference, pool, int(seed)
+                )
             )
             batch = []
         if progress is not None:

@@ -194,16 +194,6 @@ def operator_norm(operator: SenseOperator, iterations: int = 30, dtype: torch.dt
     return torch.sqrt(norm)
 
 
-def sensitivity_support(operator: SenseOperator) -> torch.Tensor:
-    """(batch, readout, phase) bool: pixels where at least one coil map is non-zero.
-
-    Outside it (e.g. ESPIRiT's eigenvalue crop) ``A`` does not see the image at
-    all, and the reference image ``sum conj(S) F^-1 f`` is zero there.
-    """
-    covered = operator.maps.abs().square().sum(1) > 0
-    return center_crop_readout(covered, operator.readout)
-
-
 def data_scale(operator: SenseOperator, kspace: torch.Tensor) -> torch.Tensor:
     """``max |A^H f|`` per slice, (batch,); 1 for slices without signal (left unscaled)."""
     zero_filled_image = operator.adjoint(kspace)
@@ -353,7 +343,7 @@ def _tv_solve(operator, f, weight, iterations, tolerance, step_ratio, norm_itera
     u = torch.zeros_like(operator.adjoint(f))
     batch = u.shape[0]
     weight = _per_slice(weight, batch, u, "weight")
-    support = sensitivity_support(operator)  # prox of G = indicator{u = 0 outside the support}
+    support = operator.support()  # prox of G = indicator{u = 0 outside the support}
     lipschitz = NORM_SAFETY * operator_norm(operator, norm_iterations, u.dtype) ** 2 + 8.0
     # tau * sigma * ||K||^2 < 1 with K = [A; grad], ||K||^2 <= ||A||^2 + 8.
     step = 0.99 / torch.sqrt(lipschitz)
@@ -420,7 +410,7 @@ def tv_reconstruction(
     Neumann boundary). Solver: PDHG / Chambolle-Pock (2011, Algorithm 1,
     theta = 1) on ``F(K u)`` with ``K = [A; grad]``, ``F(y, q) = 1/2||y - f||^2
     + weight ||q||_{2,1}`` and ``G`` the indicator of images that vanish outside
-    ``sensitivity_support`` (prox: multiply by the support mask; ``G = 0`` for
+    ``SenseOperator.support`` (prox: multiply by the support mask; ``G = 0`` for
     maps that cover the whole grid), from ``u = 0`` with zero duals and
     ``tau = sqrt(r) s``, ``sigma = s / sqrt(r)``, ``s = 0.99 / sqrt(1.01 ||A||^2
     + 8)`` per slice (``||A||`` by power iteration, ``||grad||^2 <= 8``), so
@@ -612,7 +602,7 @@ def _wavelet_solve(operator, f, weight, iterations, wavelet, levels, tolerance, 
         out[:, :height, :width] = image
         return out
 
-    support = sensitivity_support(operator)
+    support = operator.support()
 
     def crop(image):  # C, and the support mask P (A P = A): the result is P C W^T c
         return image[:, :height, :width] * support

@@ -1,4 +1,4 @@
-"""Reconstruct whole volumes: undersample (if needed), estimate maps, run a method slice by slice.
+"""Reconstruct whole volumes: undersample (if needed), estimate maps (unless the file has its own), run a method slice by slice.
 
 One path serves every method: a *reconstructor* is any callable
 ``(kspace, maps, mask, readout) -> image`` on batched tensors, like the
@@ -39,11 +39,14 @@ def reconstruct_volume(
     where: str = "input",
     progress: bool = False,
     device: str | torch.device = "cpu",
+    maps: np.ndarray | None = None,
 ) -> np.ndarray:
     """Images (slices, readout / oversampling, phase) complex64 from k-space (slices, coils, readout, phase).
 
     ``kspace`` may be fully sampled or already undersampled; ``mask`` (phase,)
-    is applied either way (a no-op on lines that are already zero).
+    is applied either way (a no-op on lines that are already zero). ``maps``
+    (slices, coils, readout, phase), e.g. ``Volume.slice_maps()``, are used
+    instead of ESPIRiT when given.
     """
     if kspace.ndim != 4:
         raise InputError(f"{where}: k-space must be (slices, coils, readout, phase), got shape {kspace.shape}")
@@ -54,9 +57,12 @@ def reconstruct_volume(
     with torch.no_grad():
         for index in tqdm(range(kspace.shape[0]), desc="reconstruct", disable=not progress, leave=False):
             undersampled = torch.from_numpy(kspace[index]).to(device) * mask_tensor
-            maps = espirit_maps(undersampled, acs_lines=acs_lines)
+            if maps is None:
+                slice_maps = espirit_maps(undersampled, acs_lines=acs_lines)
+            else:
+                slice_maps = torch.from_numpy(np.ascontiguousarray(maps[index])).to(device)
             if not undersampled.abs().amax() > 0:
                 raise InputError(f"{where}: slice {index} is all zero after undersampling")
-            image = method(undersampled[None], maps[None], mask_tensor, readout)[0]
+            image = method(undersampled[None], slice_maps[None], mask_tensor, readout)[0]
             images.append(image.to("cpu", torch.complex64).numpy())
     return np.stack(images)

@@ -2,7 +2,9 @@
 
 T stages, each with its own parameters, update the image (SPEC section 3):
 
-    u_{t+1} = u_t - (1/Nk) sum_i kbar_i * phi_i(k_i * u_t) - lambda_t A^H (A u_t - f)
+    u_{t+1} = P [u_t - (1/Nk) sum_i kbar_i * phi_i(k_i * u_t) - lambda_t A^H (A u_t - f)]
+
+with ``P`` the sensitivity support of the coil maps (below).
 
 * ``k_i``: Nk real filters (kernel_size x kernel_size) acting on the 2-channel
   real image [Re u, Im u] (conv2d weight ``(Nk, 2, k, k)``, real output).
@@ -19,6 +21,21 @@ T stages, each with its own parameters, update the image (SPEC section 3):
   the data term uses ``A^H(A u - f) = A^H A u - u_0`` with ``u_0 = A^H f`` and
   applies ``A^H A`` through ``GramOperator`` (same operator, centring shifts
   moved onto the maps and the mask once per forward pass).
+
+Sensitivity support: every stage's update is multiplied by the support mask
+``P`` of the coil maps (``SenseOperator.support``: pixels where some map is
+non-zero), i.e. the image lives where the operator sees it, as it does for
+the classical baselines (TV, wavelet) and the reference. ``u_0 = A^H f`` and
+the data term are zero outside it anyway (``A P = A``); what ``P`` removes is
+the regulariser's response there. Without it a regulariser trained on images
+that fill the FOV (the synthetic natural-image data, whose maps cover the
+whole FOV) paints signal into the background of knee data, whose ESPIRiT
+maps are cropped to the anatomy, and the reference is exactly zero there.
+It belongs in every stage rather than on the output only, so that the next
+stage's filters see the background the data have (zero) rather than what
+the previous regulariser put there; with maps that are non-zero everywhere
+``P`` is the identity. The projection is part of the update, so training
+and inference see the same network.
 
 Input normalisation: each slice is divided by ``s = max |u_0|`` (so is f, i.e.
 ``u_0``), and the output is multiplied back by ``s``; the network is therefore
@@ -271,6 +288,7 @@ class GramOperator:
             maps = operator.maps
         self.maps = _roll(maps, self.dims, inverse=True)
         self.mask = _roll(mask, self.dims, inverse=True)
+        self.support = operator.support().to(operator.maps.real.dtype)
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
         dims = self.dims
@@ -360,10 +378,10 @@ class VNStage(nn.Module):
         return self.unpad_image(z)
 
     def forward(self, u: torch.Tensor, gram: GramOperator, u0: torch.Tensor) -> torch.Tensor:
-        """One stage: u - (1/Nk) K^T phi(K u) - lambda (A^H A u - u0)."""
+        """One stage: P (u - (1/Nk) K^T phi(K u) - lambda (A^H A u - u0)), P the sensitivity support."""
         regulariser = self.regulariser(u)
         data = gram(u) - u0
-        return u - regulariser / self.filters.shape[0] - self.lam * data
+        return gram.support * (u - regulariser / self.filters.shape[0] - self.lam * data)
 
 
 class VariationalNetwork(nn.Module):

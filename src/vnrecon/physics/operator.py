@@ -70,6 +70,18 @@ class SenseOperator:
                 f"mask has {self.mask.shape[-1]} phase-encoding lines but the data have {maps.shape[-1]}"
             )
 
+    def support(self) -> torch.Tensor:
+        """(batch, readout, phase) bool: pixels where at least one coil map is non-zero.
+
+        Outside it (ESPIRiT's eigenvalue crop) ``A`` does not see the image at
+        all (``A P = A`` with ``P`` the support mask), ``A^H`` is zero, and so is
+        the reference ``sum conj(S) F^-1 f``. The reconstructions constrain
+        their image to it (the VN in every stage, TV and wavelet in every
+        iteration; CG-SENSE and zero filling stay in the range of ``A^H``).
+        """
+        covered = self.maps.abs().square().sum(1) > 0
+        return center_crop_readout(covered, self.readout)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.maps.shape[0], self.readout, self.maps.shape[-1])

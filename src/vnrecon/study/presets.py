@@ -42,6 +42,13 @@ class StudyPreset:
     acs_lines: int = 24
     #: Central slices per test patient that are scored after every epoch (monitoring only).
     validation_slices: int = 2
+    #: Give the trainings on the fine-tuning subsets (19, 20, ref19, ref20) as many optimiser
+    #: steps as a training on the full training slices (see ``experiments.training_config``);
+    #: False: the training preset's epochs, i.e. a tenth of the steps.
+    small_set_full_steps: bool = True
+    #: Optimiser settings of the fine-tunings (experiments with ``init``) on top of the
+    #: training preset's, e.g. {"lr": 0.003}; empty: the same as a training from scratch.
+    finetune_optimizer: dict = field(default_factory=dict)
     #: Expected wall time, for the help text.
     expected_time: str = ""
 

@@ -47,7 +47,7 @@ study.json::
     test_sets     {name: description with its patients and slice count}, in study order
     baselines     ["zero-filled", "CG-SENSE"]
     experiments   [{id, title, table, train (its parts in words), init, same_as, test_sets,
-                    masks, run ("runs/<run>"), epochs, n_train_slices, seconds (training
+                    masks, run ("runs/<run>"), epochs, steps (optimiser steps), n_train_slices, seconds (training
                     time over all invocations; null before any epoch)}]: every experiment
                   run now or earlier, in study order
     trained_now   run ids trained or resumed by this invocation
@@ -71,6 +71,8 @@ import torch
 
 from ..data.dataset import SliceDataset
 from ..data.knee import simulate_knee_dataset
+from ..data.fastmri import read_header
+from ..data.natural import SLICES_PER_FILE as NATURAL_SLICES_PER_FILE
 from ..data.natural import simulate_natural_dataset
 from ..data.selection import Selection
 from ..errors import InputError
@@ -103,7 +105,6 @@ SEED = 0
 #: Baseline name -> method of vnrecon.models.baselines.
 BASELINES = {"zero-filled": "zf", "CG-SENSE": "sense"}
 COLUMNS = ("experiment", "test_set", "mask", "method", "file", "slice", "ssim", "nrmse", "psnr", "seconds")
-NATURAL_SLICES_PER_FILE = 10
 STEPS = 5
 
 
@@ -237,9 +238,16 @@ def _simulate_knee(folder: Path, preset: StudyPreset, log: _Log) -> None:
 
 
 def _simulate_natural(name: str, folder: Path, knee: Path, preset: StudyPreset, out: Path, log: _Log) -> None:
-    if len(list(folder.glob("*.h5"))) == math.ceil(preset.natural_images / NATURAL_SLICES_PER_FILE):
+    existing = sorted(folder.glob("*.h5"))
+    if len(existing) == math.ceil(preset.natural_images / NATURAL_SLICES_PER_FILE) and all(
+        read_header(path).has_maps for path in existing
+    ):
         log(f"{name} data: {folder} (simulated earlier)")
         return
+    if existing:  # an interrupted run, or a set from before the generating maps were stored
+        log(f"{name} data: {len(existing)} incomplete or outdated file(s) in {folder}, simulated again")
+        for path in existing:
+            path.unlink()
     maps_from = _training_knee_files(knee, preset, out / "data" / "knee_train")
     setting = name.removeprefix("natural_")
     log(f"simulating {preset.natural_images} synthetic natural-image slices, {setting} SNR, "
@@ -291,7 +299,9 @@ class _Job:
         done = epochs_done(self.run_dir)
         resume = f", resuming after epoch {done}" if done else ""
         start = f", fine-tuning model {self.base}" if self.base is not None else ""
-        return f"{self.id} '{self.title}': {self.n_slices} slices, {self.config.epochs} epochs{start}{resume}"
+        steps = self.config.total_steps(self.n_slices)
+        epochs = self.config.planned_epochs(self.n_slices)
+        return f"{self.id} '{self.title}': {self.n_slices} slices, {epochs} epochs ({steps} steps){start}{resume}"
 
 
 def epochs_done(run_dir: Path) -> int:
@@ -319,14 +329,16 @@ def train_all(out: Path, runs: list[Plan], plans: dict[str, Plan], jobs: int, de
     todo = []
     for plan in runs:
         run_dir = out / "runs" / plan.run
-        if epochs_done(run_dir) >= plan.config.epochs:
-            log(f"training {plan.run}: finished earlier ({plan.config.epochs} epochs), skipped")
+        n_slices = _count_slices(plan.config.train)
+        epochs = plan.config.planned_epochs(n_slices)
+        if epochs_done(run_dir) >= epochs:
+            log(f"training {plan.run}: finished earlier ({epochs} epochs), skipped")
             continue
         base = plans[plan.experiment.init].run if plan.experiment.init is not None else None
         todo.append(
             _Job(
                 plan.run, plan.experiment.title, plan.config, run_dir, out / "cache",
-                out / "runs" / base / CHECKPOINT if base is not None else None, base, _count_slices(plan.config.train),
+                out / "runs" / base / CHECKPOINT if base is not None else None, base, n_slices,
             )
         )
     if jobs == 1 or len(todo) < 2:
@@ -483,6 +495,7 @@ def _training_seconds(run_dir: Path) -> float | None:
 
 def _experiment_entry(out: Path, plan: Plan, preset: StudyPreset) -> dict:
     experiment = plan.experiment
+    n_slices = _count_slices(plan.config.train)
     return {
         "id": experiment.id,
         "title": experiment.title,
@@ -493,8 +506,9 @@ def _experiment_entry(out: Path, plan: Plan, preset: StudyPreset) -> dict:
         "test_sets": list(experiment.test_sets),
         "masks": list(experiment.masks),
         "run": f"runs/{plan.run}",
-        "epochs": plan.config.epochs,
-        "n_train_slices": _count_slices(plan.config.train),
+        "epochs": plan.config.planned_epochs(n_slices),
+        "steps": plan.config.total_steps(n_slices),
+        "n_train_slices": n_slices,
         "seconds": _training_seconds(out / "runs" / plan.run),
     }
 

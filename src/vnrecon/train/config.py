@@ -11,8 +11,16 @@ the defaults below. Example::
     validation:
       - {data: data/knee, acquisition: CORPD_FBK, patients: [10, 12], slices: 4, mask: regular}
     epochs: 20          # overrides the preset
+
+``steps: N`` gives the training a number of optimiser steps instead of
+epochs (it wins over ``epochs``, also over the preset's): the run takes
+``ceil(N / batches per epoch)`` epochs, the last one cut short, and the
+learning-rate schedule spans the N steps. A small training set (20 slices
+are 4 batches of 5) then gets the updates a full one gets: 8 epochs of 200
+slices are 320 steps, 8 epochs of 20 slices only 32.
 """
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +38,7 @@ DEFAULTS = {
     "model": {},
     "optimizer": {"name": "ipalm"},
     "epochs": 10,
+    "steps": None,
     "batch_size": 5,
     "seed": 0,
     "oversampling": 2,
@@ -50,6 +59,18 @@ class TrainConfig:
     oversampling: int = 2
     loss_eps: float = 1e-9
     preset: str | None = None
+    steps: int | None = None
+
+    def batches_per_epoch(self, n_slices: int) -> int:
+        return math.ceil(n_slices / self.batch_size)
+
+    def total_steps(self, n_slices: int) -> int:
+        """Optimiser steps of the whole run on ``n_slices`` training slices."""
+        return self.steps if self.steps is not None else self.epochs * self.batches_per_epoch(n_slices)
+
+    def planned_epochs(self, n_slices: int) -> int:
+        """Epochs of the whole run (with ``steps``, the last one may be cut short)."""
+        return math.ceil(self.total_steps(n_slices) / self.batches_per_epoch(n_slices))
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +80,7 @@ class TrainConfig:
             "model": dict(self.model),
             "optimizer": dict(self.optimizer),
             "epochs": self.epochs,
+            "steps": self.steps,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "oversampling": self.oversampling,
@@ -113,9 +135,12 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         raise InputError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
     if "train" not in merged:
         raise InputError(f"{where}: 'train' (the training selections) is required")
-    for key in ("epochs", "batch_size"):
-        if not isinstance(merged[key], int) or merged[key] < 1:
-            raise InputError(f"{where}: '{key}' must be a positive integer, got {merged[key]!r}")
+    for key in ("epochs", "batch_size", "steps"):
+        value = merged[key]
+        if key == "steps" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{where}: '{key}' must be a positive integer, got {value!r}")
     optimizer = merged["optimizer"]
     if optimizer.get("name") not in ("ipalm", "adam"):
         raise InputError(f"{where}: optimizer name must be 'ipalm' or 'adam', got {optimizer.get('name')!r}")
@@ -129,6 +154,7 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         model=merged["model"],
         optimizer=optimizer,
         epochs=merged["epochs"],
+        steps=merged["steps"],
         batch_size=merged["batch_size"],
         seed=int(merged["seed"]),
         oversampling=int(merged["oversampling"]),

@@ -32,7 +32,7 @@ from .optim import IPALM, ProjectedAdam
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
-HISTORY_FIELDS = ("epoch", "train_loss", "train_rmse", "train_ssim", "val_rmse", "val_ssim", "seconds")
+HISTORY_FIELDS = ("epoch", "steps", "train_loss", "train_rmse", "train_ssim", "val_rmse", "val_ssim", "seconds")
 #: Prepared training slices are kept in memory below this size, streamed from disk above it.
 IN_MEMORY_BYTES = 4 * 2**30
 
@@ -139,6 +139,9 @@ def train(
 ) -> list[dict]:
     """Train a VN as ``config`` says, writing checkpoint, history.csv and TensorBoard logs to ``run_dir``.
 
+    The run lasts ``config.planned_epochs(n)`` epochs of the ``n`` training
+    slices, ``config.total_steps(n)`` optimiser steps (see ``TrainConfig.steps``).
+
     ``max_epochs`` stops early after that many epochs of this call (used to
     simulate an interruption); the run can then be resumed.
     """
@@ -196,18 +199,23 @@ def train(
 
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch + 1)
 
-    last_epoch = config.epochs if max_epochs is None else min(config.epochs, start_epoch + max_epochs)
     n_slices = len(training)
+    per_epoch = config.batches_per_epoch(n_slices)
+    total_steps = config.total_steps(n_slices)
+    n_epochs = config.planned_epochs(n_slices)
+    last_epoch = n_epochs if max_epochs is None else min(n_epochs, start_epoch + max_epochs)
     for epoch in range(start_epoch + 1, last_epoch + 1):
         started = time.perf_counter()
         order = torch.randperm(n_slices, generator=torch.Generator().manual_seed(stable_seed(config.seed, "epoch", epoch)))
         batches = [order[i : i + config.batch_size] for i in range(0, n_slices, config.batch_size)]
+        batches = batches[: total_steps - (epoch - 1) * per_epoch]  # a step budget may end mid-epoch
+        seen = sum(len(indices) for indices in batches)
         totals = torch.zeros(3, dtype=torch.float64)  # loss, rmse, ssim summed over slices
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{n_epochs}", disable=not show, leave=False)
         for batch_number, global_indices in enumerate(bar):
             if isinstance(optimizer, ProjectedAdam):
-                steps_before = (epoch - 1) * len(batches) + batch_number
-                optimizer.set_progress(steps_before / (config.epochs * len(batches)))
+                steps_before = (epoch - 1) * per_epoch + batch_number
+                optimizer.set_progress(steps_before / total_steps)
             local = global_indices[group.rank :: group.world].tolist()
             batch = to_device(training.batch(local), device) if local else None
             global_size = len(global_indices)
@@ -251,9 +259,10 @@ def train(
         group.sum_(totals)
         row = {
             "epoch": epoch,
-            "train_loss": float(totals[0]) / n_slices,
-            "train_rmse": float(totals[1]) / n_slices,
-            "train_ssim": float(totals[2]) / n_slices,
+            "steps": (epoch - 1) * per_epoch + len(batches),
+            "train_loss": float(totals[0]) / seen,
+            "train_rmse": float(totals[1]) / seen,
+            "train_ssim": float(totals[2]) / seen,
             "val_rmse": math.nan,
             "val_ssim": math.nan,
         }
@@ -271,7 +280,7 @@ def train(
             if show:
                 validation_text = f", val RMSE {row['val_rmse']:.4f} SSIM {row['val_ssim']:.4f}" if validation else ""
                 tqdm.write(
-                    f"epoch {epoch}/{config.epochs}: train RMSE {row['train_rmse']:.4f} SSIM {row['train_ssim']:.4f}"
+                    f"epoch {epoch}/{n_epochs}: train RMSE {row['train_rmse']:.4f} SSIM {row['train_ssim']:.4f}"
                     f"{validation_text} ({row['seconds']:.1f} s)"
                 )
     if writer is not None:
