@@ -252,14 +252,19 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
     import h5py
     import numpy as np
 
-    snrs = []
+    from vnrecon.data.photos import default_image_source
+
+    snrs, sources = [], set()
     with h5py.File(paths[0], "r") as h5:
         high, low = float(h5.attrs["snr_reference_high"]), float(h5.attrs["snr_reference_low"])
         sigma = float(h5.attrs["noise_sigma"])
     for path in paths:
         with h5py.File(path, "r") as h5:
             snrs.extend(np.asarray(h5.attrs["snr"]).tolist())
+            sources.update(str(name) for name in h5.attrs["source_image"])
     print(f"wrote {len(paths)} files ({count} synthetic slices, SNR {args.snr}) to {out}: {_file_range(paths)}")
+    where = args.images if args.images is not None else default_image_source()
+    print(f"images: {len(sources)} distinct source images from {where}; generating coil maps stored in each file")
     montage = out / "montage.png"
     if montage.is_file():
         print(f"montage: {montage}")
@@ -390,7 +395,8 @@ def _register_simulate(subparsers: argparse._SubParsersAction) -> None:
     )
     natural.add_argument(
         "--images", type=Path, default=None, metavar="FOLDER",
-        help="folder of PNG/JPEG images to use (default: scikit-image's sample photographs)",
+        help="folder of PNG/JPEG images to use, e.g. BSDS500 (default: the 121 GCompris photographs of "
+        "Debian's gcompris-qt-data when installed, else scikit-image's 10 photographs)",
     )
     natural.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default: 0)")
     natural.add_argument("--acs-lines", type=int, default=24, metavar="L", help="ACS lines for ESPIRiT on the knee slices (default: 24)")

@@ -9,13 +9,12 @@ from skimage import io
 from vnrecon.data import knee
 from vnrecon.data.fastmri import read_header, read_volume
 from vnrecon.data.natural import (
-    DEFAULT_IMAGES,
     SinusoidalPhase,
-    load_images,
     measure_knee_reference,
     random_view,
     simulate_natural_dataset,
 )
+from vnrecon.data.photos import default_images, load_images
 from vnrecon.errors import InputError
 from vnrecon.physics.espirit import espirit_maps
 from vnrecon.physics.fft import ifft2c
@@ -105,8 +104,8 @@ def test_files_shapes_and_attributes(high):
         assert len(info.attrs["source_image"]) == n_slices
     _, per_slice, _ = load(high)
     sources = {str(name) for name in per_slice["source_image"]}
-    assert len(sources) == 6  # 6 images from 15 sources: each used once before any repeats
-    assert sources <= {f"skimage:{name}" for name in DEFAULT_IMAGES}
+    assert len(sources) == 6  # 6 images from 10 or more sources: each used once before any repeats
+    assert sources <= {name for name, _ in default_images()}
 
 
 def test_deterministic_per_seed_and_independent_of_count(tmp_path, knee_dir, high):

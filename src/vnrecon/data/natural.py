@@ -11,15 +11,11 @@ implements that recipe; the choices the paper leaves open are these.
 
 Images
 ------
-``images=None`` uses the natural photographs that ship inside scikit-image
-(``DEFAULT_IMAGES``: the ``skimage.data`` loaders whose files are part of the
-installed package, so nothing is downloaded; text, charts, binary masks,
-phantoms and MR-like images are left out). ``images=FOLDER`` uses every
-PNG / JPEG / TIFF / BMP file in the folder (not recursive; e.g. the BSDS500
-images), read with ``skimage.io``. Colour images are converted to grey
-(``rgb2gray``; an alpha channel is composited on black, a grey+alpha pair
-keeps the grey channel; of a multi-frame file the first frame is used), and
-constant images are skipped.
+``images=None`` uses the default photographs of :mod:`vnrecon.data.photos`:
+the 121 GCompris photographs when Debian's ``gcompris-qt-data`` is installed,
+else the 10 photographs that ship inside scikit-image. ``images=FOLDER`` uses
+every PNG / JPEG / TIFF / BMP file in the folder (not recursive; e.g. the
+BSDS500 images). All are grey float images.
 
 There are fewer source images than synthetic ones, so every synthetic image
 is a random view of a source image: a rotation by a multiple of 90 degrees,
@@ -139,28 +135,9 @@ from ..physics.espirit import espirit_maps
 from ..physics.fft import fft2c, ifft2c
 from ..physics.noise import add_complex_noise, estimate_noise_sigma
 from .fastmri import Volume, read_header, read_volume, write_volume
+from .photos import default_images, load_images
 from .selection import SNR_SLICES, central_slices
 
-#: scikit-image loaders of natural photographs shipped with the package (no download).
-DEFAULT_IMAGES: tuple[str, ...] = (
-    "astronaut",
-    "camera",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "coins",
-    "moon",
-    "brick",
-    "grass",
-    "gravel",
-    "clock",
-    "immunohistochemistry",
-    "retina",
-    "cell",
-    "stereo_motorcycle",  # left view of the stereo pair
-)
-#: File name endings read from an ``images`` folder.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SNR_SETTINGS = ("high", "low", "variable")
 #: Acquisition attributes of the knee files: (high-SNR PDw, low-SNR PDw-FS).
 KNEE_HIGH, KNEE_LOW = "CORPD_FBK", "CORPDFS_FBK"
@@ -183,91 +160,7 @@ MONTAGE_IMAGES = 6
 _STREAM_IMAGE, _STREAM_ORDER, _STREAM_POOL = 0, 1, 2
 
 
-# --------------------------------------------------------------------------- source images
-
-
-def _to_grey(array: np.ndarray) -> np.ndarray | None:
-    """Any image array -> 2-D float64 grey image, or None if it is not an image."""
-    from skimage.color import rgb2gray, rgba2rgb
-    from skimage.util import img_as_float
-
-    array = np.asarray(array)
-    if array.dtype == bool:
-        array = array.astype(np.float64)
-    if array.ndim == 4:  # frames of colour images
-        array = array[0]
-    if array.ndim == 3 and array.shape[-1] not in (2, 3, 4):  # frames of grey images
-        array = array[0]
-    if array.dtype.kind not in "uif" or array.size == 0:
-        return None
-    array = img_as_float(array) if array.dtype.kind in "ui" else array.astype(np.float64)
-    if array.ndim == 3:
-        if array.shape[-1] == 4:
-            array = rgba2rgb(array, background=(0, 0, 0))
-        if array.shape[-1] == 2:
-            array = array[..., 0]
-        else:
-            array = rgb2gray(array)
-    if array.ndim != 2 or min(array.shape) < 2 or not np.isfinite(array).all():
-        return None
-    if float(np.ptp(array)) == 0.0:
-        return None
-    return np.ascontiguousarray(array, dtype=np.float64)
-
-
-def default_images() -> list[tuple[str, np.ndarray]]:
-    """(name, grey float image) for each of ``DEFAULT_IMAGES`` (from the installed scikit-image)."""
-    return list(_default_images())
-
-
-@functools.lru_cache(maxsize=1)
-def _default_images() -> tuple[tuple[str, np.ndarray], ...]:
-    import skimage.data
-
-    loaded = []
-    for name in DEFAULT_IMAGES:
-        image = getattr(skimage.data, name)()
-        if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
-            image = image[0]
-        grey = _to_grey(image)
-        if grey is not None:
-            grey.setflags(write=False)  # cached: shared between calls
-            loaded.append((f"skimage:{name}", grey))
-    if not loaded:
-        raise InputError("none of scikit-image's sample images could be loaded")
-    return tuple(loaded)
-
-
-def load_images(folder: str | Path) -> list[tuple[str, np.ndarray]]:
-    """(file name, grey float image) for every readable image file in ``folder``, sorted by name.
-
-    Raises InputError if the folder does not exist or holds no readable, non-constant image.
-    """
-    import warnings
-
-    from skimage import io
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: image folder not found")
-    candidates = sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
-    loaded = []
-    for path in candidates:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                array = io.imread(path)
-        except Exception:  # any decoder failure: not a readable image
-            continue
-        grey = _to_grey(array)
-        if grey is not None:
-            loaded.append((path.name, grey))
-    if not loaded:
-        suffixes = "/".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
-        raise InputError(
-            f"{folder}: no readable images ({len(candidates)} {suffixes} file(s), none a readable non-constant image)"
-        )
-    return loaded
+# --------------------------------------------------------------------------- views of the source images
 
 
 def random_view(image: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
