@@ -68,6 +68,7 @@ def test_tiny_study_writes_manifest_evaluations_and_examples(study):
         assert entry["run"] == f"runs/{name}" and entry["same_as"] is None and entry["seconds"] > 0
         assert entry["train"] and entry["test_sets"] == TEST_SETS and entry["masks"] == ["regular"]
         assert (study / entry["run"] / "checkpoint.pt").is_file()
+    assert (study / "figures" / "curves_steps.png").stat().st_size > 0  # the small sets' validation over steps
 
     for name in [*EXPERIMENTS, *BASELINES]:
         columns, rows = read_csv(study / "evaluations" / f"{name}.csv")

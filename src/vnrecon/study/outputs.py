@@ -340,6 +340,33 @@ def write_training_curves(results: StudyResults, folder: Path) -> dict[str, Path
     return written
 
 
+def plot_step_budget(results: StudyResults, path: Path) -> dict[str, Path]:
+    """Validation SSIM over optimiser steps of the trainings that got more epochs than the others (the
+    20-slice sets with a full training's steps), with the step they would have stopped at after the others'
+    epochs: the curve that shows what the step budget buys."""
+    import matplotlib.pyplot as plt
+
+    ran = [source for source in results.own_runs() if (results.run_dir(source) / "history.csv").is_file()]
+    if not ran:
+        return {}
+    epochs = min(results.experiments[source]["epochs"] for source in ran)
+    longer = [source for source in ran if results.experiments[source]["epochs"] > epochs]
+    if not longer:
+        return {}
+    figure, axis = plt.subplots(figsize=(6.5, 3.8))
+    for source in longer:
+        history = read_history(results.run_dir(source) / "history.csv")
+        line = axis.plot([row["steps"] for row in history], [row["val_ssim"] for row in history], label=results.label(source))
+        at = next(row for row in history if int(row["epoch"]) == epochs)
+        axis.plot([at["steps"]], [at["val_ssim"]], "o", color=line[0].get_color())
+    axis.set_xlabel("optimiser steps")
+    axis.set_ylabel("validation SSIM")
+    axis.set_title(f"Small training sets: dots mark the end of {epochs} epochs (the other trainings' budget)", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    return {"curves_steps": save_figure(figure, path)}
+
+
 def plot_first_stage_filters(models: list[tuple[str, object]], path: Path) -> Path:
     """Fig. 10: the first stage of several networks side by side.
 
@@ -698,6 +725,7 @@ def build_outputs(out_dir: str | Path) -> dict[str, Path]:
         written["heatmap"] = heatmap
     written |= write_comparison_figures(results, figures)
     written |= write_training_curves(results, figures)
+    written |= plot_step_budget(results, figures / "curves_steps.png")
     written |= write_filter_figure(results, figures / "filters.png")
     evaluated = evaluate_claims(results)
     written["claims"] = write_text(out / "claims.md", claims_markdown(evaluated))
