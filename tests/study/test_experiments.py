@@ -84,6 +84,8 @@ def test_small_sets_get_the_steps_of_a_full_training_and_fine_tunings_their_opti
         n_small = preset.train_patients * preset.finetune_slices
         assert config.planned_epochs(n_small) == config.steps // -(-n_small // config.batch_size)
     assert plans["17"].config.steps is None
+    # The paper preset keeps the paper's 150 epochs on the 20 slices (600 iPALM steps).
+    assert plan_study(load_study(), PRESETS["paper"], FOLDERS)["19"].config.steps is None
     tuned = replace(preset, finetune_optimizer={"lr": 0.002}, small_set_full_steps=False)
     plans = plan_study(load_study(), tuned, FOLDERS)
     assert plans["19"].config.optimizer["lr"] == 0.002 and plans["19"].config.optimizer["block_lr"] == {"lambda": 0.1}

@@ -9,7 +9,9 @@ import pytest
 
 from vnrecon.models.vn import VariationalNetwork
 from vnrecon.study.experiments import load_study
-from vnrecon.study.outputs import FAIL, NOT_RUN, PASS, SAMPLING_TRAININGS, StudyResults, build_outputs, evaluate_claims
+from vnrecon.study.claims import FAIL, NOT_RUN, PASS, SAMPLING_TRAININGS, evaluate_claims
+from vnrecon.study.outputs import build_outputs
+from vnrecon.study.results import StudyResults
 from vnrecon.train.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -83,7 +83,7 @@ from typing import Callable
 import torch
 
 from ..errors import InputError
-from ..physics.operator import SenseOperator, center_crop_readout
+from ..physics.operator import SenseOperator
 
 # Safety factor on the power-iteration estimate of ||A||^2 (which is a lower bound).
 NORM_SAFETY = 1.01
