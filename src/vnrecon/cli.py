@@ -88,6 +88,7 @@ def _format_info(path: Path) -> str:
         f"  patient id:   {info.patient_id or '-'}",
         f"  SNR:          {snr_text} ({method})",
         f"  coil maps:    {f'stored ({info.n_maps} set(s) in the file)' if info.has_maps else 'none stored (ESPIRiT from the ACS lines)'}",
+        f"  noise:        {'covariance stored (data are prewhitened when loaded)' if info.has_noise_covariance else 'no covariance stored (taken as white)'}",
     ]
     if info.mask is not None:
         lines.append(
@@ -537,7 +538,7 @@ def _run_recon(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.model)
     model, _ = model_from_checkpoint(checkpoint)
     model.to(args.device).eval()
-    volume = read_volume(args.input)
+    volume = read_volume(args.input).prewhitened()
     if volume.mask is not None:
         mask, how = volume.mask, "mask stored in the file (data already undersampled)"
     else:
@@ -569,8 +570,9 @@ def _register_recon(subparsers: argparse._SubParsersAction) -> None:
             "Reconstruct every slice of a fastMRI multi-coil file with a trained VN.\n"
             "Fully sampled data are undersampled with --mask first; files that are already\n"
             "undersampled (a 'mask' dataset, as in the fastMRI test set) are used as they\n"
-            "are. Coil maps: the file's own 'maps' when it stores them, else ESPIRiT from\n"
-            "the ACS lines. Writes OUT.h5 with 'reconstruction'\n"
+            "are. A file's 'noise_covariance' prewhitens the data first. Coil maps: the\n"
+            "file's own 'maps' when it stores them, else ESPIRiT from the ACS lines.\n"
+            "Writes OUT.h5 with 'reconstruction'\n"
             "(slices, recon matrix) float32 magnitude as in fastMRI submissions, plus\n"
             "'reconstruction_complex' on the readout-cropped grid and the 'mask' used."
         ),

@@ -1,8 +1,9 @@
 """`vnrecon study` end to end with the tiny preset (one shared run), resuming, and its checks."""
 
 import csv
-import math
 import json
+import math
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -129,6 +130,24 @@ def test_a_killed_training_resumes_from_its_last_epoch(study, tmp_path, monkeypa
     result = run_study(out, TINY, data_dir=study / "data", only="ref19", say=lines.append)
     assert any("resuming after epoch 1" in line for line in lines)
     assert result["trained_now"] == ["ref19"] and runner.epochs_done(out / "runs" / "ref19") == 4  # its 4 steps
+
+
+def test_synthetic_sets_without_their_maps_are_simulated_again(study, tmp_path):
+    import h5py
+
+    from vnrecon.data.fastmri import read_header
+
+    folder = tmp_path / "out" / "data" / "natural_variable"
+    shutil.copytree(study / "data" / "natural_variable", folder)
+    for path in folder.glob("*.h5"):  # as written before the generating maps were stored
+        with h5py.File(path, "a") as h5:
+            del h5["maps"], h5["maps_index"]
+    lines = []
+    runner._simulate_natural("natural_variable", folder, study / "data" / "knee", TINY, tmp_path / "out", lines.append)
+    assert any("simulated again" in line for line in lines)
+    assert all(read_header(path).has_maps for path in folder.glob("*.h5"))
+    runner._simulate_natural("natural_variable", folder, study / "data" / "knee", TINY, tmp_path / "out", lines.append)
+    assert "simulated earlier" in lines[-1]
 
 
 def test_training_on_a_test_patient_is_refused(study):

@@ -13,6 +13,9 @@ One item is one slice, prepared as the reconstruction sees it:
   (SPEC section 3); multiply an output by it to get back to the file's units
 * ``file``, ``slice``: where the item came from
 
+A file with a ``noise_covariance`` is prewhitened first (k-space and stored
+maps, ``Volume.prewhitened``), so everything below sees white channel noise.
+
 Noise augmentation (``Selection.noise_snr``) is drawn from a generator seeded
 by (dataset seed, file name, slice), so a test set is identical every time and
 wherever the folder lives. ESPIRiT maps are computed once per slice and cached
@@ -128,7 +131,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         selection = entry.selection
-        volume = read_volume(entry.path, [entry.slice_index])
+        volume = read_volume(entry.path, [entry.slice_index]).prewhitened()
         kspace = torch.from_numpy(volume.kspace[0])
         if selection.noise_snr is not None:
             generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))

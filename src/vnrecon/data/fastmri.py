@@ -13,6 +13,8 @@ One file holds one volume (one patient, one sequence)::
                                                           the full k-space FOV, used instead of ESPIRiT
     maps_index          (slices,) integer                 optional: slice s uses maps[maps_index[s]];
                                                           without it M == slices and slice s uses maps[s]
+    noise_covariance    (coils, coils) complex            optional (vnrecon): receiver noise covariance
+                                                          E[n n^H]; loaders prewhiten k-space and maps
 
     attrs: acquisition (CORPD_FBK / CORPDFS_FBK), patient_id, and when a
     reconstruction is stored max / norm (its maximum and l2 norm); files with a
@@ -33,6 +35,12 @@ loader then uses them as they are. ``maps_index`` lets many slices share one
 map set (a synthetic set draws its maps from a small pool), so each set is
 stored once. Maps are validated (shape, complex, finite) like the k-space.
 
+Noise covariance: a file may carry its receivers' noise covariance
+(``noise_covariance``, see :mod:`vnrecon.physics.whitening`, e.g. from a noise
+scan); the training, evaluation and recon loaders then prewhiten the k-space
+and any stored maps with it before anything else. It must be Hermitian
+positive definite (checked when read).
+
 Reconstruction for small simulated matrices: ``reconstruction_rss`` is the RSS
 image centre-*fitted* to the recon matrix: each axis is centre-cropped when
 the image is larger (exactly fastMRI's centre crop for the real sizes, e.g.
@@ -50,7 +58,7 @@ starts with the file path.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,6 +70,7 @@ from vnrecon.errors import InputError
 from vnrecon.files import atomic_write
 from vnrecon.physics.fft import ifft2c
 from vnrecon.physics.masks import count_acs_lines, effective_acceleration
+from vnrecon.physics.whitening import prewhiten, whitening_matrix
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 FASTMRI_RECON_SHAPE = (320, 320)
@@ -94,6 +103,7 @@ class Volume:
     maps: (M, coils, H, W) complex64 coil maps or None (estimate them with ESPIRiT).
     maps_index: (slices,) int64, the map set of each slice, or None (M == slices, one set
         per slice).
+    noise_covariance: (coils, coils) complex128 receiver noise covariance or None (white noise).
     """
 
     kspace: np.ndarray
@@ -104,6 +114,7 @@ class Volume:
     header: dict[str, Any] = field(default_factory=dict)
     maps: np.ndarray | None = None
     maps_index: np.ndarray | None = None
+    noise_covariance: np.ndarray | None = None
 
     @property
     def n_slices(self) -> int:
@@ -112,6 +123,18 @@ class Volume:
     @property
     def n_coils(self) -> int:
         return int(self.kspace.shape[1])
+
+    def prewhitened(self) -> "Volume":
+        """This volume with k-space and stored maps prewhitened by its noise covariance (itself without one).
+
+        The result carries no covariance (its noise is white): prewhitening twice is a no-op.
+        """
+        if self.noise_covariance is None:
+            return self
+        whitening = whitening_matrix(torch.from_numpy(self.noise_covariance))
+        kspace = prewhiten(torch.from_numpy(self.kspace), whitening).numpy()
+        maps = None if self.maps is None else prewhiten(torch.from_numpy(self.maps), whitening).numpy()
+        return replace(self, kspace=kspace, maps=maps, noise_covariance=None)
 
     def slice_maps(self) -> np.ndarray | None:
         """(slices, coils, H, W) coil maps of every slice (a view per set), or None without stored maps."""
@@ -140,6 +163,7 @@ class VolumeInfo:
     attrs: dict[str, Any]
     #: Number of stored coil map sets (0: none, maps are estimated).
     n_maps: int = 0
+    has_noise_covariance: bool = False
 
     @property
     def has_maps(self) -> bool:
@@ -389,6 +413,11 @@ def write_volume(
     kspace, mask = _check_volume(volume)
     maps, maps_index = _check_maps(volume)
     n_slices, n_coils, readout, phase = kspace.shape
+    covariance = None
+    if volume.noise_covariance is not None:
+        covariance = np.asarray(volume.noise_covariance).astype(np.complex128)
+        if covariance.shape != (n_coils, n_coils):
+            raise ValueError(f"noise_covariance must be ({n_coils}, {n_coils}), got shape {covariance.shape}")
     header = volume.header or {}
 
     rss = volume.reconstruction_rss
@@ -435,6 +464,8 @@ def write_volume(
                 h5.create_dataset("maps", data=maps)
             if maps_index is not None:
                 h5.create_dataset("maps_index", data=maps_index)
+            if covariance is not None:
+                h5.create_dataset("noise_covariance", data=covariance)
             h5.create_dataset("ismrmrd_header", data=xml)
             h5.attrs["acquisition"] = str(volume.acquisition)
             h5.attrs["patient_id"] = str(volume.patient_id)
@@ -514,6 +545,14 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
             )
 
     n_maps = _inspect_maps(path, h5, shape)
+    has_covariance = "noise_covariance" in h5
+    if has_covariance:
+        covariance = h5["noise_covariance"]
+        if not isinstance(covariance, h5py.Dataset) or covariance.shape != (shape[1], shape[1]):
+            raise InputError(
+                f"{path}: 'noise_covariance' must be ({shape[1]}, {shape[1]}) for {shape[1]} coils, "
+                f"got {getattr(covariance, 'shape', 'a group')}"
+            )
 
     header: dict[str, Any] = {}
     if isinstance(h5.get("ismrmrd_header"), h5py.Dataset):
@@ -535,6 +574,7 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
         mask=mask,
         attrs=attrs,
         n_maps=n_maps,
+        has_noise_covariance=has_covariance,
     )
 
 
@@ -637,6 +677,13 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
         if info.has_rss:
             rss = _read_rows(h5["reconstruction_rss"], indices).astype(np.float32, copy=False)
         maps, maps_index = _read_maps(path, h5, indices)
+        covariance = None
+        if info.has_noise_covariance:
+            covariance = h5["noise_covariance"][()].astype(np.complex128)
+            try:
+                whitening_matrix(torch.from_numpy(covariance))  # validates: Hermitian positive definite
+            except InputError as error:
+                raise InputError(f"{path}: 'noise_covariance': {error}") from None
     return Volume(
         kspace=kspace,
         acquisition=info.acquisition,
@@ -646,4 +693,5 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
         header=info.header,
         maps=maps,
         maps_index=maps_index,
+        noise_covariance=covariance,
     )

@@ -125,7 +125,10 @@ PRESETS: dict[str, StudyPreset] = {
             # curves (study figures, curves_*.png) show what the extra steps buy.
             overrides={},
             small_set_full_steps=True,
-            expected_time="about 75 minutes on 2 CPU cores (measured: 74.6 min; ~3.5 minutes per 200-slice training)",
+            expected_time=(
+                "about 90 minutes on 2 CPU cores (estimated: 10 of the 20 trainings, incl. the four 20-slice ones, "
+                "took 48 min with data and evaluation; ~4 minutes per training)"
+            ),
         ),
         StudyPreset(
             name="paper",
