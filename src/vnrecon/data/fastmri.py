@@ -363,26 +363,44 @@ def _check_volume(volume: Volume) -> tuple[np.ndarray, np.ndarray | None]:
     return kspace.astype(np.complex64, copy=False), mask
 
 
+def _maps_layout_problem(shape, is_complex: bool, index, kspace_shape) -> str | None:
+    """What is wrong with a ``maps`` of ``shape`` and a ``maps_index`` (None: absent) for k-space of
+    ``kspace_shape``; None if the layout is right. One rule set for the writer and the reader."""
+    n_slices, coils, readout, phase = kspace_shape
+    if shape is None:
+        return None if index is None else "'maps_index' without a 'maps' dataset"
+    if not is_complex:
+        return "'maps' must be a complex dataset (sets, coils, readout, phase)"
+    if len(shape) != 4 or tuple(shape[1:]) != (coils, readout, phase) or shape[0] == 0:
+        return (
+            f"'maps' has shape {tuple(shape)} but must be (sets, {coils}, {readout}, {phase}) "
+            "like the k-space (coil maps at the full readout FOV)"
+        )
+    if index is None:
+        if shape[0] != n_slices:
+            return f"'maps' holds {shape[0]} map sets for {n_slices} slices; add a 'maps_index' (slices,) naming each slice's set"
+        return None
+    index = np.asarray(index)
+    if index.shape != (n_slices,) or index.dtype.kind not in "iu":
+        return f"'maps_index' must be ({n_slices},) integers, one map set per slice"
+    if index.min() < 0 or index.max() >= shape[0]:
+        return f"'maps_index' points outside the {shape[0]} map sets"
+    return None
+
+
 def _check_maps(volume: Volume) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if volume.maps is None:
-        if volume.maps_index is not None:
-            raise ValueError("maps_index given without maps")
+    maps = None if volume.maps is None else np.asarray(volume.maps)
+    index = None if volume.maps_index is None else np.asarray(volume.maps_index)
+    problem = _maps_layout_problem(
+        None if maps is None else maps.shape, maps is not None and np.iscomplexobj(maps), index, np.shape(volume.kspace)
+    )
+    if problem is not None:
+        raise ValueError(problem)
+    if maps is None:
         return None, None
-    maps = np.asarray(volume.maps)
-    shape = np.shape(volume.kspace)
-    if maps.ndim != 4 or maps.shape[1:] != shape[1:] or maps.shape[0] == 0:
-        raise ValueError(f"maps must be (sets, {shape[1]}, {shape[2]}, {shape[3]}) like the k-space, got shape {maps.shape}")
-    if not np.iscomplexobj(maps) or not np.isfinite(maps).all():
-        raise ValueError("maps must be complex and finite")
-    index = None
-    if volume.maps_index is not None:
-        index = np.asarray(volume.maps_index)
-        if index.shape != (shape[0],) or index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= maps.shape[0]:
-            raise ValueError(f"maps_index must be ({shape[0]},) integers in [0, {maps.shape[0]}), got {index!r}")
-        index = index.astype(np.int64)
-    elif maps.shape[0] != shape[0]:
-        raise ValueError(f"{maps.shape[0]} map sets for {shape[0]} slices need a maps_index")
-    return maps.astype(np.complex64, copy=False), index
+    if not np.isfinite(maps).all():
+        raise ValueError("'maps' contains NaN or Inf")
+    return maps.astype(np.complex64, copy=False), None if index is None else index.astype(np.int64)
 
 
 def write_volume(
@@ -580,31 +598,18 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
 
 def _inspect_maps(path: Path, h5: h5py.File, shape: tuple[int, ...]) -> int:
     """Check the optional ``maps`` / ``maps_index`` layout (values are checked on read); the number of sets."""
-    if "maps" not in h5:
-        if "maps_index" in h5:
-            raise InputError(f"{path}: 'maps_index' without a 'maps' dataset")
-        return 0
-    maps = h5["maps"]
-    if not isinstance(maps, h5py.Dataset) or maps.dtype.kind != "c":
+    maps, index = h5.get("maps"), h5.get("maps_index")
+    if maps is not None and not isinstance(maps, h5py.Dataset):
         raise InputError(f"{path}: 'maps' must be a complex dataset (sets, coils, readout, phase)")
-    if maps.ndim != 4 or tuple(maps.shape[1:]) != shape[1:] or maps.shape[0] == 0:
-        raise InputError(
-            f"{path}: 'maps' has shape {maps.shape} but must be (sets, {shape[1]}, {shape[2]}, {shape[3]}) "
-            "like the k-space (coil maps at the full readout FOV)"
-        )
-    if "maps_index" in h5:
-        index = h5["maps_index"]
-        if not isinstance(index, h5py.Dataset) or index.shape != (shape[0],) or index.dtype.kind not in "iu":
-            raise InputError(f"{path}: 'maps_index' must be ({shape[0]},) integers, one map set per slice")
-        values = index[()]
-        if values.min() < 0 or values.max() >= maps.shape[0]:
-            raise InputError(f"{path}: 'maps_index' points outside the {maps.shape[0]} map sets")
-    elif maps.shape[0] != shape[0]:
-        raise InputError(
-            f"{path}: 'maps' holds {maps.shape[0]} map sets for {shape[0]} slices; add a 'maps_index' (slices,) "
-            "naming each slice's set"
-        )
-    return int(maps.shape[0])
+    if index is not None and not isinstance(index, h5py.Dataset):
+        raise InputError(f"{path}: 'maps_index' must be ({shape[0]},) integers, one map set per slice")
+    problem = _maps_layout_problem(
+        None if maps is None else maps.shape, maps is not None and maps.dtype.kind == "c",
+        None if index is None else index[()], shape,
+    )
+    if problem is not None:
+        raise InputError(f"{path}: {problem}")
+    return 0 if maps is None else int(maps.shape[0])
 
 
 def _read_maps(path: Path, h5: h5py.File, indices: list[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
