@@ -6,6 +6,7 @@ import torch
 from scipy.ndimage import binary_erosion
 
 from vnrecon.data import knee
+from vnrecon.data.knee import acquisition
 from vnrecon.data.fastmri import read_volume
 from vnrecon.physics.fft import ifft2c
 from vnrecon.physics.noise import estimate_noise_sigma, estimate_snr
@@ -110,22 +111,6 @@ def test_orientation_femur_on_top_tibia_below():
         assert (labels == knee.LABEL_INDEX[tissue]).any(), tissue
 
 
-def test_snr_calibration_and_noise_level(default_size):
-    data, _ = default_size
-    for name, target in (("CORPD_FBK", 80.0), ("CORPDFS_FBK", 20.0)):
-        kspace = torch.from_numpy(data[name])
-        assert estimate_snr(kspace) == pytest.approx(target, rel=0.10)
-        # Same k-space noise level in both sequences (paper: sigma = 1e-5).
-        assert float(estimate_noise_sigma(kspace[8:12]).mean()) == pytest.approx(knee.NOISE_SIGMA, rel=0.03)
-
-
-def test_snr_uses_the_central_twenty_slices():
-    data = knee.simulate_patient(4, seed=1, n_slices=24, matrix=(64, 32), n_coils=4)
-    central = slice(2, 22)
-    for name, target in (("CORPD_FBK", 80.0), ("CORPDFS_FBK", 20.0)):
-        assert estimate_snr(torch.from_numpy(data[name][central])) == pytest.approx(target, rel=0.10)
-
-
 def test_fat_suppression_and_contrast(default_size):
     data, labels = default_size
     pd_images, fs_images = rss(data["CORPD_FBK"]), rss(data["CORPDFS_FBK"])
@@ -160,22 +145,31 @@ def test_oversampled_margins_hold_only_noise(small, small_clean):
         inside = images[:, :, start:stop]
         margin_rms = np.sqrt(np.mean(np.abs(margins) ** 2) / 2)
         assert margin_rms < 0.3 * knee.NOISE_SIGMA  # a little Gibbs leakage, far below the noise
-        assert np.sqrt(np.mean(np.abs(inside) ** 2)) > 100 * margin_rms
+        assert np.sqrt(np.mean(np.abs(inside) ** 2)) > 3 * knee.NOISE_SIGMA
         noisy = coil_images(small[name])
-        noisy_margins = np.concatenate([noisy[:, :, :start], noisy[:, :, stop:]], axis=2)
-        assert noisy_margins.real.std() == pytest.approx(knee.NOISE_SIGMA, rel=0.05)
-        assert noisy_margins.imag.std() == pytest.approx(knee.NOISE_SIGMA, rel=0.05)
+        noise = np.concatenate([noisy[:, :, :start], noisy[:, :, stop:]], axis=2)
+        # Channel noise levels differ (array model); their mean variance is sigma^2.
+        assert np.mean(noise.real.var(axis=(0, 2, 3))) == pytest.approx(knee.NOISE_SIGMA**2, rel=0.08)
     labels = knee.label_maps(0, 5, 6, SMALL)
     assert not labels[:, :start].any() and not labels[:, stop:].any()
     assert not labels[:, :, 0].any() and not labels[:, :, -1].any()  # no phase wrap-around
 
 
-def test_simulator_coil_maps_have_unit_rss():
-    grid = knee._Grid(SMALL, knee.DEFAULT_FOV_MM)
+def test_simulator_coil_maps_are_physical_and_weakest_in_the_centre():
+    from vnrecon.data.knee import anatomy
+
+    grid = anatomy._Grid(SMALL, knee.DEFAULT_FOV_MM)
     params = knee.patient_params(0, 0)
-    maps = knee._coil_maps_fine(params, grid, 15, knee.slice_positions(params, 3))
+    maps = acquisition._coil_maps_fine(params, grid, 15, knee.slice_positions(params, 3))
     assert maps.shape == (3, 15, *grid.fine_shape)
-    np.testing.assert_allclose(np.sqrt(np.sum(np.abs(maps) ** 2, axis=1)), 1.0, atol=1e-5)
+    rss_maps = np.sqrt(np.sum(np.abs(maps[1]) ** 2, axis=0))
+    rows, cols = rss_maps.shape
+    centre = rss_maps[rows // 2 - 2 : rows // 2 + 2, cols // 2 - 2 : cols // 2 + 2].mean()
+    # Not normalised: the array centre sees RSS ~1, points 50 mm out (near the skin) see more.
+    assert centre == pytest.approx(1.0, rel=0.15)
+    x_step = knee.DEFAULT_FOV_MM[1] / cols
+    side = rss_maps[rows // 2, cols // 2 + int(50 / x_step)]
+    assert side > 1.5 * centre
 
 
 def test_centered_dft_crop_matches_padded_fft():
@@ -185,7 +179,7 @@ def test_centered_dft_crop_matches_padded_fft():
     full[:, :, 6:18] = x
     reference = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(full, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     reference = reference[:, :, 6:18, 2:8]
-    out = knee._centered_dft_crop(knee._centered_dft_crop(x, -1, 10, 6), -2, 24, 12)
+    out = acquisition._centered_dft_crop(acquisition._centered_dft_crop(x, -1, 10, 6), -2, 24, 12)
     np.testing.assert_allclose(out, reference, atol=1e-5)
 
 

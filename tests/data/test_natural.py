@@ -37,9 +37,9 @@ def knee_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def knee_snr(knee_dir):
-    """Independent measurement: estimate_snr over all (= central) slices of each acquisition."""
+    """Independent measurement: estimate_snr over all (= central) slices of each prewhitened acquisition."""
     return {
-        name: estimate_snr(torch.from_numpy(read_volume(knee_dir / f"knee_p000_{name}.h5").kspace))
+        name: estimate_snr(torch.from_numpy(read_volume(knee_dir / f"knee_p000_{name}.h5").prewhitened().kspace))
         for name in ("CORPD_FBK", "CORPDFS_FBK")
     }
 
@@ -74,8 +74,9 @@ def load(paths):
 
 
 def knee_maps(knee_dir, map_source, crop=0.0):
+    """ESPIRiT maps of the prewhitened knee slice a synthetic slice borrows."""
     name, index = str(map_source).rsplit(":", 1)
-    kspace = torch.from_numpy(read_volume(knee_dir / name, slices=[int(index)]).kspace[0])
+    kspace = torch.from_numpy(read_volume(knee_dir / name, slices=[int(index)]).prewhitened().kspace[0])
     return espirit_maps(kspace, acs_lines=24, crop=crop).numpy()
 
 
@@ -163,7 +164,7 @@ def test_stored_maps_are_the_generating_maps_and_explain_the_data(knee_dir, high
 
         assert residual(maps[index].astype(np.complex128)) == pytest.approx(expected, rel=0.05)
         estimated = espirit_maps(torch.from_numpy(kspace[index]), acs_lines=24, crop=0.0).numpy().astype(np.complex128)
-        assert residual(estimated) > 2 * expected
+        assert residual(estimated) > 1.2 * expected  # (1.4x on this 4-coil matrix)
     for path in high:  # each set once per file
         info = read_header(path)
         assert info.n_maps == len(set(h5py.File(path).attrs["map_source"]))
@@ -202,9 +203,10 @@ def test_reference_matches_the_knee_folder(knee_dir, knee_snr):
     reference = measure_knee_reference(knee_dir)
     assert reference.snr_high == pytest.approx(knee_snr["CORPD_FBK"], rel=1e-6)
     assert reference.snr_low == pytest.approx(knee_snr["CORPDFS_FBK"], rel=1e-6)
-    assert reference.snr_high == pytest.approx(80, rel=0.1) and reference.snr_low == pytest.approx(20, rel=0.1)
+    # The paper's 4 : 1 (the knee calibration's ratio, here on prewhitened data, so only roughly).
+    assert reference.snr_high / reference.snr_low == pytest.approx(4.0, rel=0.2)
     sigmas = [
-        estimate_noise_sigma(torch.from_numpy(read_volume(knee_dir / f"knee_p000_{name}.h5").kspace)).double()
+        estimate_noise_sigma(torch.from_numpy(read_volume(knee_dir / f"knee_p000_{name}.h5").prewhitened().kspace)).double()
         for name in ("CORPD_FBK", "CORPDFS_FBK")
     ]
     assert reference.sigma == pytest.approx(float(torch.cat(sigmas).mean()), rel=1e-6)

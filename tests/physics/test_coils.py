@@ -131,3 +131,19 @@ def test_pixel_coordinates_centre_convention():
     assert z[4] == 0.0 and x[3] == 0.0  # index N // 2 is the FOV centre
     assert z[0] > 0  # row 0 is superior
     assert math.isclose(x[4] - x[3], 10.0)
+
+
+def test_array_noise_covariance_model():
+    centres, _ = coils.loop_geometry(15)
+    model = coils.array_noise_covariance(centres)
+    assert np.allclose(model, model.conj().T)
+    assert np.linalg.eigvalsh(model).min() > 0  # positive definite
+    assert np.mean(np.diag(model).real) == pytest.approx(1.0)
+    levels = np.sqrt(np.diag(model).real)
+    assert levels.max() / levels.min() > 1.1  # unequal channels
+    correlation = np.abs(model) / np.outer(levels, levels)
+    distance = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    nearest = correlation[np.arange(15), np.argmin(distance, axis=1)]
+    np.testing.assert_allclose(nearest, np.exp(-distance.min(axis=1) / coils.NOISE_CORRELATION_LENGTH_MM), rtol=1e-12)
+    assert 0.1 < nearest.min() and nearest.max() < 0.4

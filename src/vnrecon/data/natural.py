@@ -301,7 +301,7 @@ def measure_knee_reference(folder: str | Path, files: Sequence[str | Path] | Non
         slices[path] = chosen
         for start in range(0, len(chosen), 4):  # a few slices at a time (paper-size files are large)
             part = chosen[start : start + 4]
-            kspace = torch.from_numpy(read_volume(path, slices=part).kspace)
+            kspace = torch.from_numpy(read_volume(path, slices=part).prewhitened().kspace)
             rms[acquisition].extend(_rms(kspace).tolist())
             sigmas[acquisition].extend(estimate_noise_sigma(kspace, OVERSAMPLING).double().tolist())
     snr = {}
@@ -351,7 +351,7 @@ class _MapPool:
     def maps(self, index: int) -> torch.Tensor:
         if index not in self._cache:
             path, slice_index = self.members[index]
-            kspace = torch.from_numpy(read_volume(path, slices=[slice_index]).kspace[0])
+            kspace = torch.from_numpy(read_volume(path, slices=[slice_index]).prewhitened().kspace[0])
             self._cache[index] = espirit_maps(kspace, acs_lines=self.acs_lines, crop=self.crop)
         return self._cache[index]
 

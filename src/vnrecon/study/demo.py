@@ -16,6 +16,7 @@ from ..eval.evaluate import EvaluationRequest, markdown_table, pivot_markdown, r
 from ..eval.figures import plot_filters_and_activations, plot_training_curves
 from ..eval.report import HtmlReport
 from ..files import atomic_write, write_csv
+from ..physics.masks import matched_acs_lines
 from ..train.checkpoint import model_from_checkpoint
 from ..train.config import config_from_dict
 from ..train.loop import CHECKPOINT, train
@@ -32,10 +33,18 @@ TRAIN_SLICES = SLICES * (TRAIN_PATIENTS[1] - TRAIN_PATIENTS[0])  # per network
 EPOCHS = 15  # 40 slices, batch 5: 120 Adam steps per network
 ACQUISITIONS = {"PDw": "CORPD_FBK", "PDw-FS": "CORPDFS_FBK"}
 METHODS = ("zf", "sense", "tv")
+#: The paper's effective acceleration on the default matrix (6 of 96 lines; maps from the files' calibration scan).
+ACS_LINES = matched_acs_lines(DEFAULT_MATRIX[1])
 
 
 def _selection(data: Path, contrast: str, patients: tuple[int, int], slices: int = SLICES) -> dict:
-    return {"data": str(data), "acquisition": ACQUISITIONS[contrast], "patients": list(patients), "slices": slices}
+    return {
+        "data": str(data),
+        "acquisition": ACQUISITIONS[contrast],
+        "patients": list(patients),
+        "slices": slices,
+        "acs_lines": ACS_LINES,
+    }
 
 
 def trainings(data: Path) -> dict[str, list[dict]]:

@@ -78,6 +78,7 @@ from ..data.selection import Selection
 from ..errors import InputError
 from ..eval.evaluate import baseline_reconstructor, evaluate
 from ..files import atomic_write, write_csv
+from ..physics.masks import DEFAULT_ACS_LINES
 from ..train.checkpoint import model_from_checkpoint
 from ..train.config import TrainConfig
 from ..train.loop import CHECKPOINT, HISTORY, train
@@ -254,7 +255,7 @@ def _simulate_natural(name: str, folder: Path, knee: Path, preset: StudyPreset, 
         f"coil maps from {maps_from} -> {folder}")
     simulate_natural_dataset(
         folder, maps_from, count=preset.natural_images, snr=setting, seed=SEED,
-        acs_lines=preset.acs_lines, slices_per_file=NATURAL_SLICES_PER_FILE,
+        acs_lines=DEFAULT_ACS_LINES, slices_per_file=NATURAL_SLICES_PER_FILE,
     )
 
 

@@ -1,0 +1,138 @@
+"""Files of the numerical knee: one fastMRI-layout file per patient and protocol, and a montage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.fft
+import torch
+
+from ...files import atomic_write
+from ...physics.espirit import espirit_maps
+from ...physics.masks import DEFAULT_ACS_LINES, matched_acs_lines
+from ...physics.whitening import prewhiten, whitening_matrix
+
+from .acquisition import acquire_patient
+from .anatomy import DEFAULT_FOV_MM, DEFAULT_MATRIX, READOUT_OVERSAMPLING, SLICE_THICKNESS_MM, check_matrix, _Grid
+from .contrast import SEQUENCES
+
+def _rss_image(kspace: np.ndarray) -> np.ndarray:
+    """Readout-cropped RSS images (slices, readout / 2, phase) float32 of (slices, coils, readout, phase).
+
+    fastMRI's ``reconstruction_rss`` for this matrix (centred orthonormal inverse
+    FFT per coil, root-sum-of-squares, centre crop of the readout), computed with
+    scipy in one thread, slice by slice.
+    """
+    rows = kspace.shape[-2] // READOUT_OVERSAMPLING
+    start = kspace.shape[-2] // 2 - rows // 2
+    out = np.empty((kspace.shape[0], rows, kspace.shape[-1]), dtype=np.float32)
+    for index, slice_kspace in enumerate(kspace):
+        shifted = np.fft.ifftshift(slice_kspace, axes=(-2, -1))
+        images = np.fft.fftshift(scipy.fft.ifft2(shifted, norm="ortho", workers=1), axes=(-2, -1))
+        power = np.sum(images.real**2 + images.imag**2, axis=0)
+        out[index] = np.sqrt(power[start : start + rows])
+    return out
+
+
+def save_montage(
+    path: str | Path, panels: list[tuple[str, np.ndarray]], n_cols: int, pixel_aspect: float = 1.0
+) -> Path:
+    """Grid of titled grey-scale images as a PNG (see ``eval.figures.save_image_grid``)."""
+    from ...eval.figures import save_image_grid
+
+    titles, images = zip(*panels)
+    return save_image_grid(list(images), list(titles), path, columns=n_cols, pixel_aspect=pixel_aspect)
+
+
+def calibration_maps(kspace: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """Coil maps (slices, coils, readout, phase) complex64 from a separate calibration scan: ESPIRiT on the
+    central ``DEFAULT_ACS_LINES`` (24) lines of the prewhitened data, returned in the unwhitened channel
+    space (loaders prewhiten stored maps with the data, which gives the ESPIRiT maps back)."""
+    whitening = whitening_matrix(torch.from_numpy(covariance))
+    white = prewhiten(torch.from_numpy(kspace), whitening)
+    maps = torch.stack([espirit_maps(item, acs_lines=DEFAULT_ACS_LINES) for item in white])
+    return prewhiten(maps, torch.linalg.inv(whitening)).numpy().astype(np.complex64)
+
+
+def simulate_knee_dataset(
+    out_dir: str | Path,
+    n_patients: int,
+    n_slices: int,
+    seed: int = 0,
+    matrix: tuple[int, int] = DEFAULT_MATRIX,
+    n_coils: int = 15,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    fov_mm: tuple[float, float] = DEFAULT_FOV_MM,
+    montage: bool = True,
+) -> list[Path]:
+    """Simulate ``n_patients`` knees and write one fastMRI-layout file per patient and protocol.
+
+    Files are ``out_dir/knee_p{k:03d}_{acquisition}.h5`` with attrs
+    ``acquisition`` (CORPD_FBK / CORPDFS_FBK), ``patient_id`` ``sim{k:03d}``,
+    ``tissue_snr`` (muscle SNR of the fully sampled image) and ``paper_snr``
+    (``rms(f) / sigma_k``) over the central slices, the receiver
+    ``noise_covariance`` and, on matrices whose matched ACS block
+    (``physics.masks.matched_acs_lines``) is smaller than the 24 lines ESPIRiT
+    needs, coil ``maps`` from a separate calibration scan
+    (:func:`calibration_maps`, as a vendor SENSE reference scan),
+    TR / TE / field strength / FOV in the ISMRMRD header, and a
+    ``reconstruction_rss`` on the readout-cropped matrix (H / 2, W). ``progress(done,
+    total)`` is called after each patient. With ``montage`` a PNG
+    ``out_dir/montage.png`` shows RSS images of three central slices (3 apart)
+    of the first two patients, one row per patient: PDw slices, then PDw-FS
+    slices side by side. Returns the written .h5 paths
+    (patient-major, PDw first).
+    """
+    from ..fastmri import Volume, write_volume
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = _Grid(check_matrix(matrix), (float(fov_mm[0]), float(fov_mm[1])))
+    paths: list[Path] = []
+    panels: list[tuple[str, np.ndarray]] = []
+    show = sorted({n_slices // 2 - 3, n_slices // 2, n_slices // 2 + 3} & set(range(n_slices)))
+    for patient in range(n_patients):
+        acquisition = acquire_patient(patient, seed, n_slices, grid.matrix, n_coils, fov_mm=grid.fov_mm)
+        patient_id = f"sim{patient:03d}"
+        maps = None
+        for name, kspace in acquisition.kspace.items():
+            if matched_acs_lines(grid.matrix[1]) < DEFAULT_ACS_LINES:
+                maps = calibration_maps(kspace, acquisition.noise_covariance)
+            sequence = SEQUENCES[name]
+            path = out_dir / f"knee_p{patient:03d}_{name}.h5"
+            rss = _rss_image(kspace)
+            if montage and patient < 2:
+                panels.extend((f"{patient_id} {name} sl {index}", rss[index]) for index in show)
+            volume = Volume(
+                kspace=kspace,
+                acquisition=name,
+                patient_id=patient_id,
+                reconstruction_rss=rss,
+                noise_covariance=acquisition.noise_covariance,
+                maps=maps,
+            )
+            with atomic_write(path) as temporary:
+                write_volume(
+                    temporary,
+                    volume,
+                    field_strength_T=3.0,
+                    TR_ms=sequence.tr_ms,
+                    TE_ms=sequence.te_ms,
+                    fov_mm=(READOUT_OVERSAMPLING * grid.fov_mm[0], grid.fov_mm[1], SLICE_THICKNESS_MM),
+                    recon_shape=grid.image_shape,
+                )
+                with h5py.File(temporary, "a") as h5:
+                    h5.attrs["tissue_snr"] = float(acquisition.tissue_snr[name])
+                    h5.attrs["paper_snr"] = float(acquisition.paper_snr[name])
+            paths.append(path)
+        if progress is not None:
+            progress(patient + 1, n_patients)
+    if montage and panels:
+        save_montage(
+            out_dir / "montage.png", panels, n_cols=2 * len(show), pixel_aspect=grid.pixel_mm[0] / grid.pixel_mm[1]
+        )
+    return paths
