@@ -181,3 +181,29 @@ def test_selections_from_config_entries(folder):
     ]:
         with pytest.raises(InputError, match=problem):
             Selection.from_dict(entry, "config: train[0]")
+
+
+def test_noise_to_the_snr_of_another_acquisition(tmp_path):
+    """noise_snr naming an acquisition: the target is that acquisition's SNR on the same patients."""
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    write_patient(folder, 0, "CORPD_FBK")
+    fs = read_volume(write_patient(folder, 0, "CORPDFS_FBK"))
+    rng = np.random.default_rng(9)
+    noise = SIGMA * (rng.standard_normal(fs.kspace.shape) + 1j * rng.standard_normal(fs.kspace.shape))
+    low = Volume((fs.kspace * 0.3 + noise).astype(np.complex64), "CORPDFS_FBK", "p000")  # lower SNR than PDw
+    write_volume(folder / "p000_CORPDFS_FBK.h5", low)
+    expected = estimate_snr(torch.from_numpy(low.kspace))  # all 4 slices are the central ones
+    noisy = dataset(folder, tmp_path, acquisition="CORPD_FBK", noise_snr="CORPDFS_FBK")
+    assert noisy.noise_target(noisy.entries[0].selection) == pytest.approx(expected, rel=1e-6)
+    entry = noisy.entries[0]
+    generator = torch.Generator().manual_seed(stable_seed(0, entry.path.name, entry.slice_index))
+    kspace = torch.from_numpy(read_volume(entry.path, [entry.slice_index]).kspace[0])
+    torch.testing.assert_close(
+        noisy[0]["kspace"] * noisy[0]["scale"], add_noise_to_snr(kspace, expected, generator) * noisy[0]["mask"],
+        rtol=1e-5, atol=1e-6,
+    )
+    with pytest.raises(InputError, match="patients \\[3, 4\\) of CORPDFS_FBK but there are only 1"):
+        dataset(folder, tmp_path, acquisition="CORPD_FBK", patients=(0, 1), noise_snr="CORPDFS_FBK").noise_target(
+            Selection(data=str(folder), patients=(3, 4), noise_snr="CORPDFS_FBK")
+        )

@@ -43,7 +43,7 @@ def test_parts_resolve_to_the_papers_selections():
     assert [(part["acquisition"], part["patients"], part["slices"]) for part in joint] == [
         ("CORPD_FBK", [0, 5], 20), ("CORPDFS_FBK", [5, 10], 20),
     ]
-    assert plans["03"].config.train[0].noise_snr == 20.0
+    assert plans["03"].config.train[0].noise_snr == "CORPDFS_FBK"  # the SNR of the same patients' PDw-FS files
     assert plans["11"].config.train[0].mask == "mix"
     assert plans["17"].config.train[0].data == str(FOLDERS["natural_variable"])
     assert plans["19"].config.train[0].slices == 2 and plans["19"].config.train[0].patients == (0, 10)

@@ -39,10 +39,10 @@ from ..errors import InputError
 from ..files import atomic_write
 from ..physics.espirit import espirit_maps
 from ..physics.masks import count_acs_lines, make_mask
-from ..physics.noise import add_noise_to_snr
+from ..physics.noise import add_noise_to_snr, estimate_noise_sigma, signal_rms
 from ..physics.operator import SenseOperator
 from .fastmri import read_volume
-from .selection import Selection
+from .selection import SNR_SLICES, Selection, central_slices
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("VNRECON_CACHE", Path.home() / ".cache" / "vnrecon"))
 
@@ -77,6 +77,7 @@ class SliceDataset(Dataset):
         self.espirit = dict(espirit or {})
         self.entries: list[SliceEntry] = []
         self._masks: dict[tuple, np.ndarray] = {}
+        self._noise_targets: dict[tuple, float] = {}
         for selection in selections:
             for info in selection.files():
                 if info.has_mask:
@@ -128,6 +129,27 @@ class SliceDataset(Dataset):
             torch.save(maps, temporary)
         return maps
 
+    def noise_target(self, selection: Selection) -> float:
+        """The SNR ``selection.noise_snr`` asks for; an acquisition name means the paper-style SNR
+        (mean rms(f) / mean sigma_k, prewhitened, central up-to-20 slices) of that acquisition's files of
+        the same folder and patients, measured once."""
+        if not isinstance(selection.noise_snr, str):
+            return float(selection.noise_snr)
+        key = (selection.data, selection.noise_snr, selection.patients)
+        if key not in self._noise_targets:
+            like = Selection(data=selection.data, acquisition=selection.noise_snr, patients=selection.patients)
+            files = like.files()
+            if not files:
+                raise InputError(f"{selection.data}: no {selection.noise_snr} files of patients {selection.patients} to take the noise SNR from")
+            rms, sigma = [], []
+            for info in files:
+                chosen = list(central_slices(info.n_slices, min(SNR_SLICES, info.n_slices)))
+                kspace = torch.from_numpy(read_volume(info.path, chosen).prewhitened().kspace)
+                rms.append(signal_rms(kspace).double().mean())
+                sigma.append(estimate_noise_sigma(kspace, self.oversampling).double().mean())
+            self._noise_targets[key] = float(torch.stack(rms).mean() / torch.stack(sigma).mean())
+        return self._noise_targets[key]
+
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         selection = entry.selection
@@ -135,8 +157,9 @@ class SliceDataset(Dataset):
         kspace = torch.from_numpy(volume.kspace[0])
         if selection.noise_snr is not None:
             generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))
+            target = self.noise_target(selection)
             try:
-                kspace = add_noise_to_snr(kspace, selection.noise_snr, generator, oversampling=self.oversampling)
+                kspace = add_noise_to_snr(kspace, target, generator, oversampling=self.oversampling)
             except InputError as error:
                 raise InputError(f"{entry.path} slice {entry.slice_index}: {error}") from None
         mask = torch.from_numpy(self.mask_for(entry, kspace.shape[-1]))

@@ -10,7 +10,8 @@ each file, a sampling mask, and optionally noise added to a target SNR
       patients: [0, 5]         # [first, stop) in the sorted patient ids of that acquisition
       slices: 20               # central slices per file; omit for all
       mask: regular            # regular | random | mix | path to a mask file
-      noise_snr: 20            # optional: add noise until this SNR
+      noise_snr: 20            # optional: add noise until this SNR (rms(f) / sigma_k), or
+                               # an acquisition: the SNR of its files of the same patients
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -38,7 +39,7 @@ class Selection:
     patients: tuple[int, int] | None = None
     slices: int | None = None
     mask: str = "regular"
-    noise_snr: float | None = None
+    noise_snr: float | str | None = None
     acceleration: int = DEFAULT_ACCELERATION
     acs_lines: int = DEFAULT_ACS_LINES
     mask_seed: int = DEFAULT_MASK_SEED
@@ -67,8 +68,13 @@ class Selection:
         mask = values.get("mask", "regular")
         if mask not in MASK_KINDS and not Path(str(mask)).is_file():
             raise InputError(f"{where}: mask must be one of {MASK_KINDS} or an existing mask file, got {mask!r}")
-        if values.get("noise_snr") is not None and float(values["noise_snr"]) <= 0:
-            raise InputError(f"{where}: 'noise_snr' must be positive")
+        noise = values.get("noise_snr")
+        if isinstance(noise, bool) or not (noise is None or isinstance(noise, (int, float, str))):
+            raise InputError(f"{where}: 'noise_snr' must be a positive number or an acquisition name, got {noise!r}")
+        if isinstance(noise, (int, float)) and not noise > 0:
+            raise InputError(f"{where}: 'noise_snr' must be positive, got {noise!r}")
+        if isinstance(noise, str) and not noise:
+            raise InputError(f"{where}: 'noise_snr' names no acquisition")
         return cls(**values)
 
     def to_dict(self) -> dict:

@@ -94,8 +94,9 @@ def _evaluate_all(out_dir: Path, data: Path, cache: Path, runs: list[Path], say)
 def _write_report(out_dir: Path, data: Path, runs: list[Path], results: dict, pivot: str, table: str) -> Path:
     report = HtmlReport("vnrecon demo: does a learned reconstruction generalise across contrast?")
     report.paragraph(
-        f"Simulated coronal knee, {PATIENTS} patients x {SLICES} slices, PDw (SNR 80) and PDw-FS (SNR 20), "
-        f"15 coils, {DEFAULT_MATRIX[0]} x {DEFAULT_MATRIX[1]} k-space, regular sampling R = 4 with 24 ACS lines. "
+        f"Simulated coronal knee, {PATIENTS} patients x {SLICES} slices, PDw and PDw-FS (muscle SNR of the "
+        f"fully sampled PDw-FS image 25), 15 coils, {DEFAULT_MATRIX[0]} x {DEFAULT_MATRIX[1]} k-space, regular sampling "
+        f"R = 4 with {ACS_LINES} ACS lines (the paper's effective acceleration; coil maps from the files' calibration scan). "
         f"Three CPU-preset VNs trained for {EPOCHS} epochs on {TRAIN_SLICES} slices each "
         f"(PDw patients {TRAIN_PATIENTS[0]}-{TRAIN_PATIENTS[1] - 1}; PDw-FS the same patients; joint: half the patients "
         f"from each contrast), tested on the held-out patients {TEST_PATIENTS[0]}-{TEST_PATIENTS[1] - 1}. "

@@ -24,7 +24,7 @@ study preset (:mod:`vnrecon.study.presets`) resolves::
   patient ids
 * ``slices`` (knee): ``train`` or ``finetune`` (the preset's central slices per
   patient) or a number of central slices
-* ``noise``: ``fs`` adds noise up to the PDw-FS SNR (20)
+* ``noise``: ``fs`` adds noise up to the SNR of the same patients' PDw-FS files
 * ``mask``: ``regular`` / ``random`` / ``mix`` (half the slices each)
 
 Test patients are the ``test_patients`` patients after the training patients.
@@ -45,8 +45,9 @@ from ..train.config import TrainConfig, config_from_dict
 from .presets import StudyPreset
 
 ACQUISITIONS = {"PDw": "CORPD_FBK", "PDw-FS": "CORPDFS_FBK"}
-#: Target SNRs of the noise augmentation: the PDw-FS SNR (SPEC section 2).
-NOISE_SNR = {"fs": 20.0}
+#: Noise augmentation targets (SPEC section 2): ``fs`` adds noise down to the SNR of the same patients'
+#: PDw-FS files (``Selection.noise_snr`` naming an acquisition), whatever the data are.
+NOISE_TARGETS = {"fs": ACQUISITIONS["PDw-FS"]}
 KNEE = "knee"
 NATURAL = ("natural_high", "natural_low", "natural_variable")
 DATA_NAMES = (KNEE, *NATURAL)
@@ -146,8 +147,8 @@ def _check_part(part, where: str) -> dict:
             raise InputError(f"{where}: 'slices' must be one of {', '.join(SLICE_GROUPS)} or a positive number, got {slices!r}")
     if part.get("mask", "regular") not in MASK_KINDS:
         raise InputError(f"{where}: 'mask' must be one of {', '.join(MASK_KINDS)}, got {part.get('mask')!r}")
-    if part.get("noise") is not None and part["noise"] not in NOISE_SNR:
-        raise InputError(f"{where}: 'noise' must be one of {', '.join(NOISE_SNR)}, got {part['noise']!r}")
+    if part.get("noise") is not None and part["noise"] not in NOISE_TARGETS:
+        raise InputError(f"{where}: 'noise' must be one of {', '.join(NOISE_TARGETS)}, got {part['noise']!r}")
     return dict(part)
 
 
@@ -241,7 +242,7 @@ def resolve_part(part: dict, preset: StudyPreset, folders: dict[str, Path]) -> d
         selection["patients"] = list(patient_range(part["patients"], preset))
         selection["slices"] = _slice_count(part["slices"], preset)
     if part.get("noise") is not None:
-        selection["noise_snr"] = NOISE_SNR[part["noise"]]
+        selection["noise_snr"] = NOISE_TARGETS[part["noise"]]
     return selection
 
 
@@ -255,7 +256,7 @@ def held_out_selection(
         patients=held_out_patients(preset),
         slices=slices,
         mask=mask,
-        noise_snr=NOISE_SNR[test_set.noise] if test_set.noise is not None else None,
+        noise_snr=NOISE_TARGETS[test_set.noise] if test_set.noise is not None else None,
         acs_lines=preset.acs_lines,
     )
 
@@ -351,7 +352,7 @@ def describe_part(part: dict, preset: StudyPreset) -> str:
     """A training part in words, e.g. 'PDw-FS (CORPDFS_FBK), training patients 6-10 x central 20 slices, regular mask'."""
     kind = part.get("mask", "regular")
     mask = "half regular, half random masks" if kind == "mix" else f"{kind} mask"
-    noise = f", noise to SNR {NOISE_SNR[part['noise']]:g}" if part.get("noise") is not None else ""
+    noise = ", noise to the PDw-FS SNR" if part.get("noise") is not None else ""
     if part["data"] != KNEE:
         setting = part["data"].removeprefix("natural_")
         return f"synthetic natural images, {setting} SNR, all slices{noise}, {mask}"
