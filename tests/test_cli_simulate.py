@@ -7,8 +7,10 @@ import re
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from vnrecon.cli import main
+from vnrecon.physics.noise import estimate_snr
 from vnrecon.data import knee
 from vnrecon.data.fastmri import read_header, read_volume
 
@@ -88,6 +90,15 @@ def test_simulate_natural_and_info(knee_run, tmp_path, capsys):
     shown = float(re.search(r"SNR:\s+([\d.]+) \(recorded", capsys.readouterr().out).group(1))
     with h5py.File(paths[0]) as h5:
         assert shown == pytest.approx(float(np.mean(h5.attrs["snr"])), abs=0.05)
+
+    # On a knee file: the paper-style SNR measured from the margins and the recorded tissue SNR.
+    fs = knee_dir / "knee_p000_CORPDFS_FBK.h5"
+    assert main(["info", str(fs)]) == 0
+    printed = capsys.readouterr().out
+    paper = float(re.search(r"SNR:\s+([\d.]+) \(rms", printed).group(1))
+    assert paper == pytest.approx(estimate_snr(torch.from_numpy(read_volume(fs).kspace)), abs=0.05)
+    tissue = float(re.search(r"tissue SNR:\s+([\d.]+) \(muscle", printed).group(1))
+    assert tissue == pytest.approx(knee.acquisition.PDFS_MUSCLE_SNR, abs=0.05)
 
 
 def test_simulate_natural_with_image_folder(knee_run, tmp_path, capsys):
