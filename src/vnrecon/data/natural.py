@@ -47,7 +47,9 @@ and imaginary parts carry comparable structure.
 Coil maps
 ---------
 ESPIRiT maps (:func:`vnrecon.physics.espirit.espirit_maps`, ``acs_lines`` ACS
-lines) estimated from single slices of the knee files in ``maps_from``: both
+lines) estimated from single slices of the knee files in ``maps_from``
+(prewhitened with their noise covariance when they carry one, so the maps and
+the white synthetic noise live in the same channel space): both
 acquisitions (CORPD_FBK and CORPDFS_FBK), the central 20 slices of each file
 (``data.selection.SNR_SLICES``; the paper's knee training data are those
 slices of both sequences). A pool of up to ``MAP_POOL`` (= 20) of those
