@@ -302,20 +302,26 @@ def _gain_for_paper_snr(clean_rms: np.ndarray, leakage: np.ndarray, target_snr: 
     return 0.5 * (low + high)
 
 
+def cropped_coil_images(slice_kspace: np.ndarray) -> np.ndarray:
+    """Coil images (coils, readout / 2, phase) of one slice's k-space: centred orthonormal inverse FFT
+    (scipy, one thread), centre crop of the oversampled readout."""
+    rows = slice_kspace.shape[-2] // READOUT_OVERSAMPLING
+    start = slice_kspace.shape[-2] // 2 - rows // 2
+    shifted = np.fft.ifftshift(slice_kspace, axes=(-2, -1))
+    images = np.fft.fftshift(scipy.fft.ifft2(shifted, norm="ortho", workers=1), axes=(-2, -1))
+    return images[:, start : start + rows]
+
+
 def _combined_magnitude(kspace: np.ndarray, whitening: np.ndarray) -> np.ndarray:
     """``||W c(r)||`` (slices, H, W) of the prewhitened, readout-cropped coil images of clean k-space.
 
     Divided by sigma_k it is the SNR of the optimally combined fully sampled image.
     """
-    rows = kspace.shape[-2] // READOUT_OVERSAMPLING
-    start = kspace.shape[-2] // 2 - rows // 2
-    out = np.empty((kspace.shape[0], rows, kspace.shape[-1]), dtype=np.float64)
-    for index, slice_kspace in enumerate(kspace):
-        shifted = np.fft.ifftshift(slice_kspace, axes=(-2, -1))
-        images = np.fft.fftshift(scipy.fft.ifft2(shifted, norm="ortho", workers=1), axes=(-2, -1))[:, start : start + rows]
-        white = np.tensordot(whitening, images, axes=(1, 0))
-        out[index] = np.sqrt(np.sum(white.real**2 + white.imag**2, axis=0))
-    return out
+    out = []
+    for slice_kspace in kspace:
+        white = np.tensordot(whitening, cropped_coil_images(slice_kspace), axes=(1, 0))
+        out.append(np.sqrt(np.sum(white.real**2 + white.imag**2, axis=0)))
+    return np.stack(out)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy.fft
 import torch
 
 from ...files import atomic_write
@@ -15,7 +14,7 @@ from ...physics.espirit import espirit_maps
 from ...physics.masks import DEFAULT_ACS_LINES, matched_acs_lines
 from ...physics.whitening import prewhiten, whitening_matrix
 
-from .acquisition import acquire_patient
+from .acquisition import acquire_patient, cropped_coil_images
 from .anatomy import DEFAULT_FOV_MM, DEFAULT_MATRIX, READOUT_OVERSAMPLING, SLICE_THICKNESS_MM, check_matrix, _Grid
 from .contrast import SEQUENCES
 
@@ -26,14 +25,8 @@ def _rss_image(kspace: np.ndarray) -> np.ndarray:
     FFT per coil, root-sum-of-squares, centre crop of the readout), computed with
     scipy in one thread, slice by slice.
     """
-    rows = kspace.shape[-2] // READOUT_OVERSAMPLING
-    start = kspace.shape[-2] // 2 - rows // 2
-    out = np.empty((kspace.shape[0], rows, kspace.shape[-1]), dtype=np.float32)
-    for index, slice_kspace in enumerate(kspace):
-        shifted = np.fft.ifftshift(slice_kspace, axes=(-2, -1))
-        images = np.fft.fftshift(scipy.fft.ifft2(shifted, norm="ortho", workers=1), axes=(-2, -1))
-        power = np.sum(images.real**2 + images.imag**2, axis=0)
-        out[index] = np.sqrt(power[start : start + rows])
+    images = [cropped_coil_images(slice_kspace) for slice_kspace in kspace]
+    out = np.stack([np.sqrt(np.sum(item.real**2 + item.imag**2, axis=0)) for item in images]).astype(np.float32)
     return out
 
 
