@@ -94,15 +94,17 @@ def test_noise_realisations_differ_and_repeat(two_realisations):
 
 
 def test_files_store_covariance_snr_and_calibration_maps(tmp_path):
-    """A matrix whose matched ACS block is below 24 lines stores maps from the central 24 lines."""
+    """A matrix whose matched ACS block is below 24 lines stores maps from the central 24 lines of one
+    calibration scan per patient (the PDw data): both protocols' files carry the same maps."""
     paths = knee.simulate_knee_dataset(tmp_path, 1, 3, seed=2, matrix=(96, 64), n_coils=6, montage=False)
+    pdw = read_volume(paths[0]).prewhitened()
+    assert pdw.acquisition == "CORPD_FBK"
+    expected = espirit_maps(torch.from_numpy(pdw.kspace), acs_lines=24).numpy()
     for path in paths:
         info = read_header(path)
         assert info.has_noise_covariance and info.has_maps
         assert info.attrs["tissue_snr"] > 0 and info.attrs["paper_snr"] > 0
-        volume = read_volume(path).prewhitened()
-        expected = espirit_maps(torch.from_numpy(volume.kspace), acs_lines=24)
-        np.testing.assert_allclose(volume.slice_maps(), expected.numpy(), atol=2e-5)
+        np.testing.assert_allclose(read_volume(path).prewhitened().slice_maps(), expected, atol=2e-5)
 
 
 def test_microstructure_keeps_the_tissue_mix_on_every_grid():

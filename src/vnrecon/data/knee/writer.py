@@ -92,9 +92,11 @@ def simulate_knee_dataset(
         acquisition = acquire_patient(patient, seed, n_slices, grid.matrix, n_coils, fov_mm=grid.fov_mm)
         patient_id = f"sim{patient:03d}"
         maps = None
+        if matched_acs_lines(grid.matrix[1]) < DEFAULT_ACS_LINES:
+            # One reference scan per patient serves both protocols, as on a scanner; the
+            # sensitivities do not depend on the contrast, so the PDw data stand in for it.
+            maps = calibration_maps(acquisition.kspace["CORPD_FBK"], acquisition.noise_covariance)
         for name, kspace in acquisition.kspace.items():
-            if matched_acs_lines(grid.matrix[1]) < DEFAULT_ACS_LINES:
-                maps = calibration_maps(kspace, acquisition.noise_covariance)
             sequence = SEQUENCES[name]
             path = out_dir / f"knee_p{patient:03d}_{name}.h5"
             rss = _rss_image(kspace)
