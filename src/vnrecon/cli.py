@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 from vnrecon import __version__
 from vnrecon.errors import InputError
+from vnrecon.files import check_destination
 
 # Idle OpenMP threads of torch's libgomp spin for 300000 iterations before they sleep: on
 # an idle 2-core machine a VN training step takes ~0.7x the time of sleeping at once
@@ -158,6 +159,24 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    """--device: a torch device this build and machine have (checked before any work)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {text}: not a torch device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {text}: no CUDA device is available to this torch build")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type != "cpu":
+        raise InputError(f"--device {text}: only cpu and cuda devices are supported")
+    return text
+
+
 def _non_negative(value: int, option: str) -> int:
     if value < 0:
         raise InputError(f"{option} must be a non-negative integer, got {value}")
@@ -207,7 +226,7 @@ def _run_simulate_knee(args: argparse.Namespace) -> int:
         matrix = knee.check_matrix(matrix)
     except ValueError as error:
         raise InputError(f"--matrix {matrix[0]}x{matrix[1]}: {error}") from None
-    out = Path(args.out)
+    out = check_destination(args.out, folder=True)
     progress = _Progress("patient")
     try:
         paths = knee.simulate_knee_dataset(
@@ -248,7 +267,7 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
         raise InputError(f"{maps_from}: --maps-from folder not found")
     if args.images is not None and not Path(args.images).is_dir():
         raise InputError(f"{args.images}: --images folder not found")
-    out = Path(args.out)
+    out = check_destination(args.out, folder=True)
     progress = _Progress("image")
     try:
         paths = simulate_natural_dataset(
@@ -442,6 +461,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from vnrecon.train.config import load_train_config
     from vnrecon.train.loop import train
 
+    check_destination(args.out, folder=True)
+    _device(args.device)
     config = load_train_config(args.config)
     if args.epochs is not None and args.steps is not None:
         raise InputError("give --epochs or --steps, not both")
@@ -552,6 +573,10 @@ def _run_recon(args: argparse.Namespace) -> int:
     from vnrecon.physics.masks import make_mask
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
+    check_destination(args.out, inputs=[args.input, args.model])
+    _device(args.device)
+    if args.png:
+        check_destination(args.out.with_suffix(".png"), inputs=[args.input])
     checkpoint = resolve_checkpoint(args.model)
     model, _ = model_from_checkpoint(checkpoint)
     model.to(args.device).eval()
@@ -615,7 +640,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
     checkpoint = resolve_checkpoint(args.run)
     model, payload = model_from_checkpoint(checkpoint)
-    out = args.out or checkpoint.parent
+    out = check_destination(args.out or checkpoint.parent, folder=True)
     filters = plot_filters_and_activations(model, out / "filters.png", title=f"{args.run}: filters and activations")
     print(f"filters and activations: {filters}")
     if payload["history"]:
@@ -652,6 +677,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         EvaluationRequest, parse_weight, read_selection_source, read_tuning_source, run_evaluation,
     )
 
+    check_destination(args.out, folder=True)
+    _device(args.device)
     patients = tuple(args.patients) if args.patients is not None else None
     request = EvaluationRequest(
         test_sets=read_selection_source(args.data, args.acquisition, patients, _optional_positive(args.slices, "--slices")),
@@ -744,6 +771,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from vnrecon.study.demo import run_demo
 
+    check_destination(args.out, folder=True)
     table = run_demo(args.out, say=lambda line: print(line, flush=True))
     print(table)
     print(f"report (opens offline): {args.out / 'report.html'}; tables in {args.out / 'results.md'}")
@@ -777,6 +805,8 @@ def _run_study(args: argparse.Namespace) -> int:
     from vnrecon.study.runner import run_study
 
     jobs = _positive(args.jobs, "--jobs")
+    check_destination(args.out, folder=True)
+    _device(args.device)
     run_study(
         args.out, args.preset, data_dir=args.data, only=args.only, jobs=jobs, device=args.device,
         say=lambda line: print(line, flush=True),

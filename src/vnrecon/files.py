@@ -3,15 +3,27 @@
 Every output of vnrecon (HDF5 data, checkpoints, caches, figures, CSV tables) is written to
 a temporary file in the target's folder and renamed over the target only when
 complete; on any error the temporary file is removed and an existing target is
-left untouched.
+left untouched. A process killed mid-write leaves its temporary file behind; the
+temporary names carry the writer's pid, and the next write of the same target
+removes those of writers that are no longer running.
+
+A run folder that a training writes to is held with ``run_lock`` (an advisory
+``flock``), so a second process refuses to write into it instead of racing it.
 """
 
 import csv
+import fcntl
+import glob
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import InputError
+
+LOCK = ".vnrecon.lock"
 
 
 def _umask() -> int:
@@ -25,7 +37,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (fsynced, umask permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphaned_temporaries(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     temporary = Path(temporary)
     try:
@@ -45,3 +58,101 @@ def write_csv(path: str | Path, rows, fieldnames) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file through ``atomic_write``; returns the path."""
+    with atomic_write(path) as temporary:
+        Path(temporary).write_text(text)
+    return Path(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_orphaned_temporaries(path: Path) -> None:
+    """Temporary files of ``path`` whose writer (the pid in their name) no longer runs."""
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = candidate.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold ``folder`` (created if missing) for this process; another holder makes this an InputError."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(f"{folder}: another vnrecon process is writing to this folder; wait for it to finish or use another --out") from None
+    try:
+        yield folder
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def check_destination(path: str | Path, inputs=(), folder: bool = False) -> Path:
+    """Refuse an output path before any work is done: an input file, an existing file where a folder
+    is wanted (or the reverse), or a place this process cannot write. Returns the path."""
+    path = Path(path)
+    for source in inputs:
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise InputError(f"{path}: is the input {source}; refusing to overwrite input data (give another output path)")
+    if path.exists() and path.is_dir() != folder:
+        raise InputError(f"{path}: is {'a file' if folder else 'a folder'}, expected {'a folder' if folder else 'a file path'}")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot be created, {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write there ({existing} is not writable)")
+    return path
+
+
+SETTINGS = "simulation.json"
+
+
+def claim_folder(folder: str | Path, kind: str, settings: dict) -> None:
+    """Record what a simulation writes into ``folder`` (``simulation.json``) before its first file, and
+    refuse a folder that holds another simulation's files, so a rerun never mixes two data sets."""
+    folder = Path(folder)
+    record = {"kind": kind, **settings}
+    marker = folder / SETTINGS
+    if marker.is_file():
+        try:
+            previous = json.loads(marker.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise InputError(f"{marker}: damaged simulation record; remove the folder or use another --out") from None
+        if previous != record:
+            changed = ", ".join(f"{key} {previous.get(key)!r} -> {value!r}" for key, value in record.items() if previous.get(key) != value)
+            raise InputError(f"{folder}: holds a simulation with other settings ({changed}); use another --out or remove it")
+        return
+    if folder.is_dir() and any(folder.glob("*.h5")):
+        raise InputError(f"{folder}: holds .h5 files of an unknown origin (no {SETTINGS}); use another --out or remove them")
+    with atomic_write(marker) as temporary:
+        temporary.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

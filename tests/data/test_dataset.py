@@ -133,6 +133,22 @@ def test_damaged_cache_entry_is_recomputed(folder, tmp_path):
     (entry,) = (tmp_path / "cache" / "espirit").glob("*.pt")
     entry.write_bytes(entry.read_bytes()[:100])
     torch.testing.assert_close(data[0]["maps"], first["maps"], rtol=0, atol=0)
+    # A readable entry of the wrong layout or with NaN is as damaged as a truncated one.
+    for damaged in (first["maps"][:, :-1], first["maps"].to(torch.complex128), first["maps"] * float("nan")):
+        torch.save(damaged.clone(), entry)
+        torch.testing.assert_close(data[0]["maps"], first["maps"], rtol=0, atol=0)
+
+
+def test_an_unwritable_cache_costs_time_not_the_run(folder, tmp_path, capsys):
+    """A cache is best effort: where it cannot be written (here its folder is a file) the maps are
+    computed, used, and a note says so once."""
+    blocked = tmp_path / "cache"
+    blocked.write_text("not a folder")
+    data = dataset(folder, tmp_path, acquisition="CORPD_FBK", patients=(0, 1), slices=2)
+    reference = dataset(folder, tmp_path / "other", acquisition="CORPD_FBK", patients=(0, 1), slices=2)
+    torch.testing.assert_close(data[0]["maps"], reference[0]["maps"], rtol=0, atol=0)
+    data[1]
+    assert capsys.readouterr().err.count("ESPIRiT cache") == 1
 
 
 def test_collate_stacks_and_rejects_mixed_sizes(folder, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from vnrecon.errors import InputError
 from vnrecon.eval.figures import save_figure
-from vnrecon.eval.report import HtmlReport
+from vnrecon.eval.report import HtmlReport, inline_markdown
 
 
 class _Collector(HTMLParser):
@@ -112,3 +112,13 @@ def test_report_rejects_what_it_cannot_embed(tmp_path):
         report.markdown_table("| a | b |\n| c | d |")
     with pytest.raises(InputError, match="level"):
         report.heading("x", level=7)
+
+
+@pytest.mark.parametrize("cell", ["**0.993 ± 0.001**", "*TV*", "`vn_pdw`", "a < b & c", "**best** of *four*", "0.5 * 2"])
+def test_table_cells_render_their_markdown_as_python_markdown_does(cell):
+    """The demo's table marks the best value **bold**: the HTML report shows it bold, as a Markdown
+    renderer (Python-Markdown, the reference here) would, not with literal asterisks."""
+    markdown = pytest.importorskip("markdown", reason="Python-Markdown (comes with tensorboard) is the reference")
+    expected = markdown.markdown(cell)
+    assert expected.startswith("<p>") and expected.endswith("</p>")
+    assert inline_markdown(cell) == expected[3:-4]

@@ -39,10 +39,26 @@ def test_switching_optimiser_drops_the_other_optimisers_settings(tmp_path):
         ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "lr_schedule": "step"}}, "lr_schedule"),
         ({"train": [{"data": "x"}], "optimizer": {"name": "ipalm", "lr_schedule": "cosine"}}, "adam optimiser only"),
         ({"train": [{"data": "x"}], "optimizer": {"name": "ipalm", "block_lr": {"lambda": 0.1}}}, "adam optimiser only"),
-        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambdas": 0.1}}}, "block_lr must map"),
-        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": [0.1]}}, "block_lr must map"),
-        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambda": -1}}}, "positive number"),
-        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambda": "fast"}}}, "positive number"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambdas": 0.1}}}, "block_lr' must be a mapping"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": [0.1]}}, "block_lr' must be a mapping"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambda": -1}}}, "positive learning rates"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "block_lr": {"lambda": "fast"}}}, "positive learning rates"),
+        # Every other key is typed too (the audit of issue 14): each was a traceback or accepted.
+        ({"train": [{"data": "x"}], "epochs": True}, "'epochs' must be a positive integer"),
+        ({"train": [{"data": "x"}], "seed": "zero"}, "'seed' must be an integer >= 0"),
+        ({"train": [{"data": "x"}], "seed": [1]}, "'seed' must be an integer >= 0"),
+        ({"train": [{"data": "x"}], "oversampling": 0}, "'oversampling' must be a positive integer"),
+        ({"train": [{"data": "x"}], "loss_eps": "small"}, "'loss_eps' must be a number > 0"),
+        ({"train": [{"data": "x"}], "model": [4]}, "'model' must be a mapping"),
+        ({"train": [{"data": "x"}], "model": {"stage": 4}}, "unknown key 'model.stage'"),
+        ({"train": [{"data": "x"}], "model": {"filters": "8"}}, "'model.filters' must be a positive integer"),
+        ({"train": [{"data": "x"}], "model": {"activation": "relu"}}, "'model.activation' must be one of"),
+        ({"train": [{"data": "x"}], "optimizer": "adam"}, "'optimizer' must be a mapping"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "lr": -0.01}}, "'optimizer.lr' must be a number > 0"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "lr": "fast"}}, "'optimizer.lr' must be a number > 0"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "momentum": 0.9}}, "unknown key 'optimizer.momentum'"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "ipalm", "beta": 1.5}}, "'optimizer.beta' must be a number >= 0 and < 1"),
+        ({"train": [{"data": "x"}], "optimizer": {"name": "adam", "betas": [0.9]}}, "two numbers in"),
     ],
 )
 def test_bad_configs_name_the_file_and_problem(tmp_path, values, problem):
@@ -52,6 +68,11 @@ def test_bad_configs_name_the_file_and_problem(tmp_path, values, problem):
 
 
 def test_unreadable_config_files(tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("train: [{data: 'Kn\xe4'}]\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not a UTF-8 text file") as error:
+        load_train_config(latin)
+    assert str(latin) in str(error.value)
     with pytest.raises(InputError, match="not found"):
         load_train_config(tmp_path / "missing.yaml")
     path = tmp_path / "broken.yaml"

@@ -100,13 +100,31 @@ def test_block_lr_gives_each_block_its_rate(knee_folder, tmp_path):
     assert [(group["name"], group["initial_lr"]) for group in groups] == [("filters", 0.01), ("activations", 0.01), ("lambda", 0.1)]
 
 
-def test_resume_with_another_optimiser_is_a_clear_error(knee_folder, tmp_path):
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"optimizer": {"name": "adam", "lr": 0.01}},
+        {"seed": 6},
+        {"model": {**TINY_MODEL, "filters": TINY_MODEL["filters"] + 1}},
+        {"epochs": 3},
+        {"train_patients": (0, 1)},
+    ],
+    ids=["optimiser", "seed", "model", "epochs", "training-data"],
+)
+def test_resume_with_other_settings_is_refused_before_anything_changes(knee_folder, tmp_path, change):
+    """The resumed run would be no run anyone asked for: refused, and the run folder stays as it was."""
     cache = tmp_path / "cache"
-    train(tiny_config(knee_folder, epochs=2), tmp_path / "run", progress=False, cache_dir=cache, max_epochs=1)
-    adam = tiny_config(knee_folder, epochs=2, optimizer={"name": "adam", "lr": 0.01})
-    with pytest.raises(InputError, match="must keep its optimiser") as error:
-        train(adam, tmp_path / "run", resume=True, progress=False, cache_dir=cache)
+    run = tmp_path / "run"
+    train(tiny_config(knee_folder, epochs=2), run, progress=False, cache_dir=cache, max_epochs=1)
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    change = dict(change)
+    if "train_patients" in change:
+        change["train"] = [knee_selection(knee_folder, change.pop("train_patients"), 2)]
+    changed = tiny_config(knee_folder, **{"epochs": 2, **change})
+    with pytest.raises(InputError, match="cannot resume, the run was started with other settings") as error:
+        train(changed, run, resume=True, progress=False, cache_dir=cache)
     assert "checkpoint.pt" in str(error.value)
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
 
 
 def test_constraints_hold_after_training(knee_folder, tmp_path):
@@ -168,3 +186,30 @@ def test_two_process_gloo_step_equals_single_process(knee_folder, tmp_path):
     initial = VariationalNetwork(**TINY_MODEL).state_dict()
     moved = max((parameters(tmp_path / "ddp")[name] - value).abs().max().item() for name, value in initial.items())
     assert moved > 1e-3
+
+
+def test_a_second_process_in_the_same_run_folder_is_refused(knee_folder, tmp_path):
+    """While one holder has the run folder (the lock a training takes first), a second training
+    refuses at once and writes nothing."""
+    from vnrecon.files import run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run):
+        with pytest.raises(InputError, match="another vnrecon process") as error:
+            train(tiny_config(knee_folder, epochs=1), run, progress=False, cache_dir=tmp_path / "cache")
+        assert str(run) in str(error.value)
+        assert sorted(path.name for path in run.iterdir()) == [".vnrecon.lock"]
+    train(tiny_config(knee_folder, epochs=1), run, progress=False, cache_dir=tmp_path / "cache")  # released
+
+
+def test_resume_repairs_a_history_left_behind_its_checkpoint(knee_folder, tmp_path):
+    """A kill between the checkpoint's rename and the history write left history.csv one epoch short;
+    the next invocation rewrites it from the checkpoint, which is the record."""
+    run = tmp_path / "run"
+    config = tiny_config(knee_folder, epochs=2)
+    train(config, run, progress=False, cache_dir=tmp_path / "cache")
+    lines = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join(lines[:-1]) + "\n")
+    history = train(config, run, resume=True, progress=False, cache_dir=tmp_path / "cache")
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert (run / "history.csv").read_text().splitlines() == lines

@@ -28,6 +28,7 @@ one without but with the same k-space cannot share an entry.
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,15 @@ from .fastmri import read_volume
 from .selection import SNR_SLICES, Selection, central_slices
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("VNRECON_CACHE", Path.home() / ".cache" / "vnrecon"))
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A note on stderr, once per process (not a warning object: those bring a source line along)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -121,12 +131,23 @@ class SliceDataset(Dataset):
         path = self.cache_dir / "espirit" / f"{digest.hexdigest()}.pt"
         if path.is_file():
             try:
-                return torch.load(path, weights_only=True)
-            except Exception:  # a damaged cache entry is recomputed, never trusted
-                path.unlink(missing_ok=True)
+                cached = torch.load(path, weights_only=True)
+            except Exception:  # unreadable: recomputed below
+                cached = None
+            if (
+                isinstance(cached, torch.Tensor)
+                and cached.shape == kspace.shape
+                and cached.dtype == torch.complex64
+                and bool(torch.isfinite(torch.view_as_real(cached)).all())
+            ):
+                return cached
+            path.unlink(missing_ok=True)  # damaged (or someone else's layout): recomputed, never trusted
         maps = espirit_maps(kspace, acs_lines=acs_lines, **self.espirit)
-        with atomic_write(path) as temporary:
-            torch.save(maps, temporary)
+        try:
+            with atomic_write(path) as temporary:
+                torch.save(maps, temporary)
+        except (OSError, RuntimeError) as error:  # a cache is best effort (disk full, read-only home)
+            _warn_once(f"vnrecon: ESPIRiT cache {self.cache_dir} not written ({str(error).splitlines()[0]}); maps are recomputed next time")
         return maps
 
     def noise_target(self, selection: Selection) -> float:
@@ -164,14 +185,20 @@ class SliceDataset(Dataset):
                 raise InputError(f"{entry.path} slice {entry.slice_index}: {error}") from None
         mask = torch.from_numpy(self.mask_for(entry, kspace.shape[-1]))
         undersampled = kspace * mask
+        where = f"{entry.path} slice {entry.slice_index}"
+        if not undersampled.abs().amax() > 0:
+            raise InputError(f"{where}: undersampled slice is all zero (no signal to train or test on)")
         stored = volume.slice_maps()
-        maps = torch.from_numpy(stored[0]) if stored is not None else self.maps_for(undersampled, selection.acs_lines)
+        try:
+            maps = torch.from_numpy(stored[0]) if stored is not None else self.maps_for(undersampled, selection.acs_lines)
+        except InputError as error:
+            raise InputError(f"{where}: {error}") from None
         readout = kspace.shape[-2] // self.oversampling
         reference = SenseOperator(maps[None], torch.ones_like(mask), readout).adjoint(kspace[None])[0]
         zero_filled = SenseOperator(maps[None], mask, readout).adjoint(undersampled[None])[0]
         scale = zero_filled.abs().max()
         if not scale > 0:
-            raise InputError(f"{entry.path} slice {entry.slice_index}: undersampled slice is all zero")
+            raise InputError(f"{where}: the zero-filled image is all zero")
         return {
             "kspace": undersampled / scale,
             "maps": maps,

@@ -131,7 +131,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..files import atomic_write
+from ..files import atomic_write, claim_folder
 from ..physics.espirit import espirit_maps
 from ..physics.fft import fft2c, ifft2c
 from ..physics.noise import add_complex_noise, estimate_noise_sigma
@@ -552,7 +552,15 @@ def simulate_natural_dataset(
         )
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(
+        out_dir,
+        "natural",
+        {
+            "snr": snr, "seed": int(seed), "count": count, "images": str(images) if images is not None else None,
+            "acs_lines": acs_lines,
+            "slices_per_file": slices_per_file, "map_crop": float(map_crop),
+        },
+    )  # fmt: skip
     pool = _MapPool(reference, int(seed), acs_lines, float(map_crop))
     paths: list[Path] = []
     panels: list[tuple[str, np.ndarray]] = []

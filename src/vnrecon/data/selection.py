@@ -17,6 +17,7 @@ each file, a sampling mask, and optionally noise added to a target SNR
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..checks import integer, optional
 from ..errors import InputError
 from ..physics.masks import DEFAULT_ACCELERATION, DEFAULT_ACS_LINES, DEFAULT_MASK_SEED
 from .fastmri import VolumeInfo, read_header
@@ -30,6 +31,15 @@ def central_slices(n_slices: int, count: int) -> range:
     """The ``count`` central slice indices of a volume of ``n_slices`` (0-based)."""
     start = n_slices // 2 - count // 2
     return range(start, start + count)
+
+
+#: Numeric keys of a selection and what they must be (``slices``: null means every slice).
+_NUMBERS = {
+    "slices": optional(integer(1)),
+    "acceleration": integer(1),
+    "acs_lines": integer(1),
+    "mask_seed": integer(0),
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,11 @@ class Selection:
             if not 0 <= patients[0] < patients[1]:
                 raise InputError(f"{where}: 'patients' range {patients!r} is empty or negative")
             values["patients"] = tuple(patients)
-        if values.get("slices") is not None and (not isinstance(values["slices"], int) or values["slices"] < 1):
-            raise InputError(f"{where}: 'slices' must be a positive integer, got {values['slices']!r}")
+        for key, check in _NUMBERS.items():
+            if key in values and check(values[key]) is not None:
+                raise InputError(f"{where}: '{key}' must be {check(values[key])}, got {values[key]!r}")
+        if values.get("acquisition") is not None and not isinstance(values["acquisition"], str):
+            raise InputError(f"{where}: 'acquisition' must be a name such as CORPD_FBK, got {values['acquisition']!r}")
         mask = values.get("mask", "regular")
         if mask not in MASK_KINDS and not Path(str(mask)).is_file():
             raise InputError(f"{where}: mask must be one of {MASK_KINDS} or an existing mask file, got {mask!r}")

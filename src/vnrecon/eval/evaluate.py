@@ -81,7 +81,7 @@ def evaluate(
     description = test_set if mask is None else f"{test_set} / {mask}"
     rows = []
     with torch.no_grad():
-        for start in tqdm(starts, desc=description, unit="batch", disable=not progress, leave=False):
+        for start in tqdm(starts, desc=description, unit="batch", disable=None if progress else True, leave=False):
             batch = collate_slices([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
             batch = to_device(batch, device)
             readout = batch["reference"].shape[-2]
@@ -310,7 +310,7 @@ def choose_weights(
     to_tune = [method for method in weighted if method not in user_weights] if tuning is not None else []
     batch = _tuning_batch(tuning, device, tuning_slices) if to_tune else None
     choices = {}
-    for method in tqdm(weighted, desc=f"weights / {mask}", disable=not (progress and to_tune), leave=False):
+    for method in tqdm(weighted, desc=f"weights / {mask}", disable=None if progress and to_tune else True, leave=False):
         parameter = METHODS[method].weight_parameter
         if method in user_weights:
             choices[method] = WeightChoice(METHOD_LABELS[method], mask, parameter, user_weights[method], "--weight")

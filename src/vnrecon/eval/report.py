@@ -55,11 +55,24 @@ def _alignment(cell: str) -> str | None:
     return "left" if cell.startswith(":") else None
 
 
+_STRONG = re.compile(r"\*\*(.+?)\*\*")
+_EMPHASIS = re.compile(r"(?<![*\w])\*(?!\s)(.+?)(?<!\s)\*(?![*\w])")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def inline_markdown(text: str) -> str:
+    """Markdown inline marks of a table cell as HTML: **strong**, *emphasis*, `code`; the rest escaped."""
+    escaped = html.escape(text)
+    escaped = _CODE.sub(r"<code>\1</code>", escaped)
+    escaped = _STRONG.sub(r"<strong>\1</strong>", escaped)
+    return _EMPHASIS.sub(r"<em>\1</em>", escaped)
+
+
 def _html_row(cells: list[str], tag: str, alignments: list[str | None]) -> str:
     parts = []
     for cell, align in zip(cells, alignments):
         style = f' style="text-align: {align}"' if align else ""
-        parts.append(f"<{tag}{style}>{html.escape(cell)}</{tag}>")
+        parts.append(f"<{tag}{style}>{inline_markdown(cell)}</{tag}>")
     return "<tr>" + "".join(parts) + "</tr>"
 
 

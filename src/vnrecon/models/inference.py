@@ -55,14 +55,17 @@ def reconstruct_volume(
     mask_tensor = torch.from_numpy(mask.astype(np.float32)).to(device)
     images = []
     with torch.no_grad():
-        for index in tqdm(range(kspace.shape[0]), desc="reconstruct", disable=not progress, leave=False):
+        for index in tqdm(range(kspace.shape[0]), desc="reconstruct", disable=None if progress else True, leave=False):
             undersampled = torch.from_numpy(kspace[index]).to(device) * mask_tensor
+            if not undersampled.abs().amax() > 0:
+                raise InputError(f"{where}: slice {index} is all zero after undersampling (no signal to reconstruct)")
             if maps is None:
-                slice_maps = espirit_maps(undersampled, acs_lines=acs_lines)
+                try:
+                    slice_maps = espirit_maps(undersampled, acs_lines=acs_lines)
+                except InputError as error:
+                    raise InputError(f"{where}: slice {index}: {error}") from None
             else:
                 slice_maps = torch.from_numpy(np.ascontiguousarray(maps[index])).to(device)
-            if not undersampled.abs().amax() > 0:
-                raise InputError(f"{where}: slice {index} is all zero after undersampling")
             image = method(undersampled[None], slice_maps[None], mask_tensor, readout)[0]
             images.append(image.to("cpu", torch.complex64).numpy())
     return np.stack(images)

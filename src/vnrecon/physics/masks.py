@@ -13,6 +13,7 @@ ESPIRiT calibration):
   ACS, so the two patterns are compared at equal effective acceleration.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +126,14 @@ def load_mask(path: str | Path, n_phase: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"{path}: mask file not found")
     try:
-        values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: cannot read mask ({error})") from None
+        with warnings.catch_warnings():  # an empty text file: the message below says it, not a warning
+            warnings.simplefilter("ignore")
+            values = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path)
+    except (OSError, ValueError, EOFError) as error:
+        problem = str(error).splitlines()[0] if str(error) else "the file is empty"
+        raise ValueError(f"{path}: cannot read mask ({problem})") from None
+    if np.size(values) == 0:
+        raise ValueError(f"{path}: mask file holds no values")
     values = np.squeeze(np.asarray(values))
     if values.ndim != 1:
         raise ValueError(f"{path}: mask must be 1-D over phase-encoding lines, got shape {values.shape}")

@@ -2,9 +2,12 @@
 
 A checkpoint is a plain dict saved with ``torch.save`` and read back with
 ``torch.load(..., weights_only=True)`` (no pickled code can run). It carries a
-SHA-256 digest of the model parameters, so a truncated or edited file is
-reported instead of silently producing a different network. Files are written
-to a temp file and renamed, so a crash never leaves a half-written checkpoint.
+SHA-256 digest of everything else it stores (parameters, optimiser state,
+epoch, history, configs), so a truncated or edited file is reported instead of
+silently producing a different network or a different resumed run; a network
+whose parameters are not finite is refused even with a valid digest. Files are
+written to a temp file and renamed, so a crash never leaves a half-written
+checkpoint.
 """
 
 import hashlib
@@ -17,19 +20,36 @@ from ..errors import InputError
 from ..files import atomic_write
 
 FORMAT = "vnrecon-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the digest covers the whole payload (1: parameters only)
 #: What the network's input scaling is; a model trained otherwise is refused.
 NORMALISATION = "max-abs-zero-filled"
 
 
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(str(tensor.dtype).encode())
+def _feed(digest, value) -> None:
+    """Hash a nested payload canonically: mappings by sorted key, tensors by name, shape, dtype and bytes."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+    else:
+        raise TypeError(f"a checkpoint cannot hold {type(value).__name__}")
+
+
+def payload_digest(payload: dict) -> str:
+    """SHA-256 over every entry of a checkpoint payload except the digest itself."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in payload.items() if key != "digest"})
     return digest.hexdigest()
 
 
@@ -41,12 +61,12 @@ def save_checkpoint(path: str | Path, model, optimizer=None, epoch: int = 0, his
         "normalisation": NORMALISATION,
         "model_config": dict(model.config),
         "model_state": state,
-        "model_digest": state_digest(state),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "epoch": epoch,
         "history": list(history or []),
         "train_config": train_config,
     }
+    payload["digest"] = payload_digest(payload)
     with atomic_write(path) as temporary:
         torch.save(payload, temporary)
 
@@ -72,9 +92,21 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path}: model was trained with normalisation {payload.get('normalisation')!r}, "
             f"this version expects {NORMALISATION!r}"
         )
+    try:
+        intact = payload_digest(payload) == payload.get("digest")
+    except TypeError as error:
+        raise InputError(f"{path}: checkpoint holds unexpected content ({error})") from None
+    if not intact:
+        raise InputError(f"{path}: checkpoint content does not match its checksum (file was altered or damaged)")
     state = payload.get("model_state")
-    if not isinstance(state, dict) or state_digest(state) != payload.get("model_digest"):
-        raise InputError(f"{path}: model parameters do not match their checksum (file was altered or damaged)")
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise InputError(f"{path}: model state is not a mapping of tensors")
+    if not all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point() or value.is_complex()):
+        raise InputError(f"{path}: model parameters are not finite (NaN or infinity; the training diverged)")
+    if not isinstance(payload.get("epoch"), int) or isinstance(payload["epoch"], bool) or payload["epoch"] < 0:
+        raise InputError(f"{path}: checkpoint epoch {payload.get('epoch')!r} is not a non-negative integer")
+    if not isinstance(payload.get("history"), list) or not all(isinstance(row, dict) for row in payload["history"]):
+        raise InputError(f"{path}: checkpoint history is not a list of epoch records")
     return payload
 
 

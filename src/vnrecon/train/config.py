@@ -29,8 +29,7 @@ import yaml
 
 from ..data.selection import Selection, parse_selections
 from ..errors import InputError
-from ..models.vn import PARAMETER_BLOCKS
-from .optim import LR_SCHEDULES
+from .schema import check_config
 
 PRESETS = ("cpu", "paper")
 
@@ -103,7 +102,9 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text file (byte {error.start})") from None
     except yaml.YAMLError as error:
         problem = str(error).splitlines()[0]
         raise InputError(f"{path}: not valid YAML ({problem})") from None
@@ -129,25 +130,8 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
     for layer in (preset_values(preset) if preset is not None else {}, values):
         for key, value in layer.items():
             merged[key] = _overlay(key, merged.get(key), value)
-    known = set(DEFAULTS) | {"train", "preset"}
-    unknown = sorted(set(merged) - known)
-    if unknown:
-        raise InputError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
-    if "train" not in merged:
-        raise InputError(f"{where}: 'train' (the training selections) is required")
-    for key in ("epochs", "batch_size", "steps"):
-        value = merged[key]
-        if key == "steps" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{where}: '{key}' must be a positive integer, got {value!r}")
+    check_config(merged, where)
     optimizer = merged["optimizer"]
-    if optimizer.get("name") not in ("ipalm", "adam"):
-        raise InputError(f"{where}: optimizer name must be 'ipalm' or 'adam', got {optimizer.get('name')!r}")
-    schedule = optimizer.get("lr_schedule")
-    if schedule is not None and (optimizer["name"] != "adam" or schedule not in LR_SCHEDULES):
-        raise InputError(f"{where}: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, for the adam optimiser only; got {schedule!r}")
-    _check_block_lr(optimizer, where)
     return TrainConfig(
         train=parse_selections(merged["train"], f"{where}: train"),
         validation=parse_selections(merged["validation"], f"{where}: validation") if merged["validation"] else [],
@@ -156,25 +140,11 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         epochs=merged["epochs"],
         steps=merged["steps"],
         batch_size=merged["batch_size"],
-        seed=int(merged["seed"]),
-        oversampling=int(merged["oversampling"]),
+        seed=merged["seed"],
+        oversampling=merged["oversampling"],
         loss_eps=float(merged["loss_eps"]),
         preset=preset,
     )
-
-
-def _check_block_lr(optimizer: dict, where: str) -> None:
-    """``block_lr``: Adam only, a mapping from block names to positive learning rates."""
-    block_lr = optimizer.get("block_lr")
-    if block_lr is None:
-        return
-    if optimizer["name"] != "adam":
-        raise InputError(f"{where}: block_lr is for the adam optimiser only (iPALM finds each block's step itself)")
-    if not isinstance(block_lr, dict) or not set(block_lr) <= set(PARAMETER_BLOCKS):
-        raise InputError(f"{where}: block_lr must map blocks ({', '.join(PARAMETER_BLOCKS)}) to learning rates, got {block_lr!r}")
-    for block, lr in block_lr.items():
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise InputError(f"{where}: block_lr {block} must be a positive number, got {lr!r}")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

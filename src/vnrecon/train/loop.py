@@ -11,6 +11,7 @@ summed across processes before every optimiser decision, so all processes
 take identical steps, equal to one process on the whole batch.
 """
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -23,15 +24,16 @@ from tqdm import tqdm
 
 from ..data.dataset import SliceDataset, collate_slices, stable_seed, to_device
 from ..errors import InputError
-from ..files import write_csv
+from ..files import run_lock, write_csv, write_text
 from ..eval.metrics import nrmse, ssim
 from ..models.vn import VariationalNetwork
-from .checkpoint import model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .optim import IPALM, ProjectedAdam
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
+CONFIG = "config.yaml"
 HISTORY_FIELDS = ("epoch", "steps", "train_loss", "train_rmse", "train_ssim", "val_rmse", "val_ssim", "seconds")
 #: Prepared training slices are kept in memory below this size, streamed from disk above it.
 IN_MEMORY_BYTES = 4 * 2**30
@@ -63,7 +65,7 @@ class PreparedSlices:
             self.items = [first] + [
                 dataset[index]
                 for index in tqdm(
-                    indices[1:], desc=f"prepare {label}", initial=1, total=len(dataset), disable=not progress, leave=False
+                    indices[1:], desc=f"prepare {label}", initial=1, total=len(dataset), disable=None if progress else True, leave=False
                 )
             ]
 
@@ -115,6 +117,19 @@ def build_optimizer(model: VariationalNetwork, settings: dict):
     return ProjectedAdam(groups, projection=model.project_, **settings)
 
 
+def check_resumable(checkpoint_path: Path, trained_with: dict | None, now: dict) -> None:
+    """A resumed run continues the same training: every setting but the monitoring ('validation')
+    must be what the run was started with, or the result is no run anyone asked for."""
+    trained_with = dict(trained_with or {})
+    changed = [key for key in sorted(set(trained_with) | set(now)) if key != "validation" and trained_with.get(key) != now.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: {trained_with.get(key)!r} -> {now.get(key)!r}" for key in changed[:3])
+        raise InputError(
+            f"{checkpoint_path}: cannot resume, the run was started with other settings ({details}); "
+            "start a new run, or fine-tune from it with --init"
+        )
+
+
 def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling: int, device) -> tuple[float, float]:
     """Mean RMSE and SSIM (whole image, magnitude SSIM) of the network on prepared slices."""
     errors, similarities = [], []
@@ -149,13 +164,22 @@ def train(
     device = torch.device(device)
     group = Distributed.current()
     lead = group.rank == 0
-    show = progress and lead
+    with run_lock(run_dir) if lead else contextlib.nullcontext():
+        return _train_locked(config, run_dir, resume, init, progress and lead, cache_dir, device, max_epochs, group)
+
+
+def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, max_epochs, group) -> list[dict]:
+    lead = group.rank == 0
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists() and not resume:
         raise InputError(f"{checkpoint_path}: a run already exists here; use --resume to continue it or another --out")
     if resume and not checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run folder)")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    saved_config = {**config.to_dict(), "init": str(init) if init is not None else None}
+    payload = None
+    if resume:  # checked before the data are prepared: a mismatch costs nothing
+        payload = load_checkpoint(checkpoint_path)
+        check_resumable(checkpoint_path, payload.get("train_config"), saved_config)
 
     train_set = SliceDataset(config.train, seed=config.seed, oversampling=config.oversampling, cache_dir=cache_dir)
     training = PreparedSlices(train_set, show, "training slices")
@@ -169,19 +193,13 @@ def train(
     start_epoch = 0
     if resume:
         model, payload = model_from_checkpoint(checkpoint_path)
-        trained_with = (payload.get("train_config") or {}).get("optimizer")
-        if trained_with != config.optimizer:
-            raise InputError(
-                f"{checkpoint_path}: the run was trained with optimizer {trained_with}, the config now says "
-                f"{config.optimizer}; a resumed run must keep its optimiser (start a new run, or fine-tune with --init)"
-            )
         optimizer = build_optimizer(model.to(device), config.optimizer)
         try:
             optimizer.load_state_dict(payload["optimizer_state"])
         except (ValueError, KeyError, TypeError) as error:
             raise InputError(f"{checkpoint_path}: optimiser state does not fit the optimiser ({error})") from None
         history = list(payload["history"])
-        start_epoch = int(payload["epoch"])
+        start_epoch = payload["epoch"]
     elif init is not None:
         model, _ = model_from_checkpoint(init)
         model.to(device)
@@ -189,9 +207,11 @@ def train(
     else:
         model = VariationalNetwork(**config.model).to(device)
         optimizer = build_optimizer(model, config.optimizer)
-    saved_config = {**config.to_dict(), "init": str(init) if init is not None else None}
     if lead:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(saved_config, sort_keys=False))
+        write_text(run_dir / CONFIG, yaml.safe_dump(saved_config, sort_keys=False))
+        # The checkpoint is the record; history.csv is its table. A kill between the two writes
+        # of an epoch left the table one epoch behind: rewrite it from the checkpoint.
+        write_csv(run_dir / HISTORY, history, HISTORY_FIELDS)
 
     writer = None
     if lead:
@@ -211,7 +231,7 @@ def train(
         batches = batches[: total_steps - (epoch - 1) * per_epoch]  # a step budget may end mid-epoch
         seen = sum(len(indices) for indices in batches)
         totals = torch.zeros(3, dtype=torch.float64)  # loss, rmse, ssim summed over slices
-        bar = tqdm(batches, desc=f"epoch {epoch}/{n_epochs}", disable=not show, leave=False)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{n_epochs}", disable=None if show else True, leave=False)
         for batch_number, global_indices in enumerate(bar):
             if isinstance(optimizer, ProjectedAdam):
                 steps_before = (epoch - 1) * per_epoch + batch_number
