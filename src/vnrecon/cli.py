@@ -569,7 +569,7 @@ def _run_recon(args: argparse.Namespace) -> int:
 
     from vnrecon.data.fastmri import read_volume
     from vnrecon.eval.figures import save_image_grid
-    from vnrecon.models.inference import reconstruct_volume
+    from vnrecon.models.inference import check_mask_fits, reconstruct_volume
     from vnrecon.physics.masks import make_mask
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
@@ -588,6 +588,8 @@ def _run_recon(args: argparse.Namespace) -> int:
             mask = make_mask(args.mask, volume.kspace.shape[-1], args.acceleration, args.acs_lines)
         except ValueError as error:
             raise InputError(str(error)) from None
+        if Path(args.mask).is_file():  # a user's mask that does not fit is the mask file's fault
+            check_mask_fits(np.asarray(mask, bool), volume.kspace.shape[-1], args.acs_lines, args.mask)
         how = f"{args.mask} mask, R={args.acceleration}, {args.acs_lines} ACS lines"
     images = reconstruct_volume(
         model, volume.kspace, np.asarray(mask, bool), args.acs_lines, where=str(args.input),
