@@ -10,6 +10,7 @@ reports itself (a missing required option, a bad choice) are tested in
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -290,3 +291,43 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, tmp_path, capsy
     expected = str(tmp_path) if named is str else named
     assert expected in lines[0], lines[0]
     assert [_snapshot(root) for root in protected] == before
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs, filled to its last 12 KiB (needs root and mount; skipped otherwise)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a small tmpfs needs root and mount(8) (CI runs the suite as root)")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        free = shutil.disk_usage(mount).free
+        (mount / "filler").write_bytes(b"\0" * max(free - 12 * 1024, 0))
+        yield mount
+    finally:  # lazily: a file still open in this process must not leave the mount behind
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("command", ["recon", "train", "evaluate", "inspect"])
+def test_a_full_disk_is_one_line_and_loses_nothing(world, full_disk, tmp_path, capsys, command):
+    """Every command that writes, pointed at a full disk: one line naming what could not be written,
+    exit 2, no half-written file, earlier files unchanged."""
+    out = full_disk / "out"
+    argv = {
+        "recon": _recon(world, tmp_path, out=full_disk / "out.h5"),
+        "train": _train(world, tmp_path, "--cache", str(tmp_path / "cache"), out=out),
+        "evaluate": ["evaluate", "--data", str(world["knee_folder"]), "--method", "zf", "--slices", "1",
+                     "--patients", "3", "4", "--acs-lines", str(KNEE_ACS), "--out", str(out), "--quiet"],
+        "inspect": ["inspect", str(world["root"] / "runs" / "base"), "--out", str(out)],
+    }[command]
+    before = _snapshot(world["root"])
+    capsys.readouterr()
+    status = main(argv)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("vnrecon: error: "), lines
+    assert str(full_disk) in lines[0] and ".tmp" not in lines[0], lines[0]
+    assert not list(full_disk.rglob(".*.tmp")) and not (full_disk / "out.h5").exists()
+    assert _snapshot(world["root"]) == before

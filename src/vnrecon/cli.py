@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from vnrecon import __version__
 from vnrecon.errors import InputError
-from vnrecon.files import check_destination
+from vnrecon.files import check_destination, check_free_space
 
 # Idle OpenMP threads of torch's libgomp spin for 300000 iterations before they sleep: on
 # an idle 2-core machine a VN training step takes ~0.7x the time of sleeping at once
@@ -591,6 +591,8 @@ def _run_recon(args: argparse.Namespace) -> int:
         if Path(args.mask).is_file():  # a user's mask that does not fit is the mask file's fault
             check_mask_fits(np.asarray(mask, bool), volume.kspace.shape[-1], args.acs_lines, args.mask)
         how = f"{args.mask} mask, R={args.acceleration}, {args.acs_lines} ACS lines"
+    slices, _, readout, phase = volume.kspace.shape
+    check_free_space(args.out, 2 * slices * (readout // 2) * phase * (8 + 4) + 2**20)  # complex + magnitude, margin
     images = reconstruct_volume(
         model, volume.kspace, np.asarray(mask, bool), args.acs_lines, where=str(args.input),
         progress=True, device=args.device, maps=volume.slice_maps(),

@@ -16,6 +16,7 @@ import fcntl
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
             os.fsync(written.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600
         os.replace(temporary, path)
+    except OSError as error:  # name the target the user asked for, not the hidden temporary
+        raise OSError(error.errno, error.strerror or str(error).splitlines()[0], str(path)) from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -156,3 +159,15 @@ def available_memory() -> int | None:
     except OSError:
         pass
     return None
+
+
+def check_free_space(path: str | Path, size: int) -> None:
+    """Refuse to start writing ``size`` bytes where the disk cannot take them (a full disk mid-write
+    can crash HDF5 itself)."""
+    path = Path(path)
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if size > free:
+        raise InputError(f"{path}: needs ~{size / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free on that disk")

@@ -200,6 +200,12 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
             raise InputError(f"{checkpoint_path}: optimiser state does not fit the optimiser ({error})") from None
         history = list(payload["history"])
         start_epoch = payload["epoch"]
+        threads = payload.get("threads")
+        if lead and show and threads is not None and threads != torch.get_num_threads():
+            tqdm.write(
+                f"note: {checkpoint_path} was trained with {threads} thread(s), this resume uses "
+                f"{torch.get_num_threads()}: parameters may differ from an uninterrupted run in the 4th digit"
+            )
     elif init is not None:
         model, _ = model_from_checkpoint(init)
         model.to(device)
