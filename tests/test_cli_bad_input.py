@@ -59,6 +59,7 @@ def world(knee_folder, tmp_path_factory):
     variant("not_tensor.pt", lambda p: p["model_state"].__setitem__(next(iter(p["model_state"])), 1.0))
     variant("bad_epoch.pt", lambda p: p.__setitem__("epoch", "one"))
     variant("bad_history.pt", lambda p: p.__setitem__("history", "none"))
+    variant("bad_settings.pt", lambda p: p["model_config"].__setitem__("filters", 0))
     (root / "truncated.pt").write_bytes(checkpoint.read_bytes()[:-300])
     (root / "empty.pt").write_bytes(b"")
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
@@ -173,9 +174,11 @@ CASES = [
     ("recon-mask-no-lines", lambda w, t: _recon(w, t, "--mask", _mask(t, "m.npy", np.zeros(64))), "m.npy"),
     ("recon-mask-no-acs", lambda w, t: _recon(w, t, "--mask", _mask(t, "m.npy", (np.arange(64) % 4 == 0).astype(float))), "m.npy"),
     ("recon-mask-pickle", lambda w, t: _recon(w, t, "--mask", _mask(t, "m.npy", np.array([{"a": 1}], dtype=object))), "m.npy"),
-    ("recon-acceleration-0", lambda w, t: _recon(w, t, "--acceleration", "0"), "acceleration"),
-    ("recon-acs-0", lambda w, t: _recon(w, t)[:-2] + ["--acs-lines", "0"], "ACS"),
-    ("recon-acs-too-many", lambda w, t: _recon(w, t)[:-2] + ["--acs-lines", "65"], "ACS"),
+    ("recon-acceleration-0", lambda w, t: _recon(w, t, "--acceleration", "0"), "K.h5: --acceleration 0"),
+    ("recon-acs-0", lambda w, t: _recon(w, t)[:-2] + ["--acs-lines", "0"], "--acs-lines 0"),
+    ("recon-acs-too-many", lambda w, t: _recon(w, t)[:-2] + ["--acs-lines", "65"], "--acs-lines 65"),
+    ("recon-mask-unknown-kind", lambda w, t: _recon(w, t, "--mask", "bogus"), "bogus"),
+    ("recon-model-bad-settings", lambda w, t: _recon(w, t, model=w["root"] / "bad_settings.pt"), "bad_settings.pt"),
     ("recon-device-bogus", lambda w, t: _recon(w, t, "--device", "bogus"), "--device bogus"),
     ("recon-device-tpu", lambda w, t: _recon(w, t, "--device", "meta"), "--device meta"),
     ("recon-input-missing", lambda w, t: _recon(w, t, source=t / "none.h5"), "none.h5"),

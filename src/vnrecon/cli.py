@@ -586,8 +586,9 @@ def _run_recon(args: argparse.Namespace) -> int:
     else:
         try:
             mask = make_mask(args.mask, volume.kspace.shape[-1], args.acceleration, args.acs_lines)
-        except ValueError as error:
-            raise InputError(str(error)) from None
+        except ValueError as error:  # a mask file names itself; the others are options for this file
+            where = "" if Path(args.mask).is_file() else f"{args.input}: --acceleration {args.acceleration} --acs-lines {args.acs_lines}: "
+            raise InputError(f"{where}{error}") from None
         if Path(args.mask).is_file():  # a user's mask that does not fit is the mask file's fault
             check_mask_fits(np.asarray(mask, bool), volume.kspace.shape[-1], args.acs_lines, args.mask)
         how = f"{args.mask} mask, R={args.acceleration}, {args.acs_lines} ACS lines"

@@ -171,3 +171,21 @@ def check_free_space(path: str | Path, size: int) -> None:
     free = shutil.disk_usage(existing).free
     if size > free:
         raise InputError(f"{path}: needs ~{size / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free on that disk")
+
+
+def read_csv_rows(path: str | Path, columns=None) -> list[dict]:
+    """Rows of a CSV table this program wrote; a damaged one (not text, ragged rows, other columns
+    than ``columns``) is an InputError naming it, never a traceback or silently short rows."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            fields = tuple(reader.fieldnames or ())
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{path}: damaged table ({str(error).splitlines()[0]}); delete it to recompute it") from None
+    if columns is not None and fields != tuple(columns):
+        raise InputError(f"{path}: damaged table (columns {list(fields)}, expected {list(columns)}); delete it to recompute it")
+    if any(None in row or None in row.values() for row in rows):
+        raise InputError(f"{path}: damaged table (a row has the wrong number of cells); delete it to recompute it")
+    return rows

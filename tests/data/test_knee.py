@@ -9,7 +9,6 @@ from vnrecon.data import knee
 from vnrecon.data.knee import acquisition
 from vnrecon.data.fastmri import read_volume
 from vnrecon.physics.fft import ifft2c
-from vnrecon.physics.noise import estimate_noise_sigma, estimate_snr
 
 SMALL = (128, 48)
 NAMES = ("CORPD_FBK", "CORPDFS_FBK")

@@ -187,3 +187,43 @@ def test_parallel_jobs_train_a_fine_tuning_after_its_base(study, tmp_path, capsy
     assert printed.index("training 1/2 finished: 17") < printed.index("training started: 19")
     assert manifest(out)["trained_now"] == ["17", "19"]
     assert not (out / "data" / "knee").exists()  # the given data were used
+
+
+@pytest.mark.parametrize(
+    "name,damage",
+    [
+        ("evaluations/01.csv", b"experiment,test_set\n01\n"),
+        ("evaluations/CG-SENSE.csv", b"\xff\xfe\x00\x80garbage"),
+        ("evaluations/17.csv", None),  # right header, a value that is not a number
+    ],
+    ids=["other-columns", "not-text", "bad-value"],
+)
+def test_a_damaged_table_in_a_study_folder_is_one_line(study, tmp_path, capsys, name, damage):
+    """A damaged evaluation table is named with one line and exit 2 (delete it to recompute it);
+    nothing else in the folder changes."""
+    out = tmp_path / "copy"
+    shutil.copytree(study, out, symlinks=True)
+    path = out / name
+    if damage is None:
+        text = path.read_text().splitlines()
+        text[1] = ",".join("not-a-number" if column == "ssim" else value for column, value in zip(COLUMNS, text[1].split(",")))
+        path.write_text("\n".join(text) + "\n")
+    else:
+        path.write_bytes(damage)
+    before = {item: item.read_bytes() for item in out.rglob("*") if item.is_file() and item.suffix != ".lock"}
+    capsys.readouterr()
+    assert main(["study", "--preset", "tiny", "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"vnrecon: error: {path}: damaged table"), lines
+    after = {item: item.read_bytes() for item in out.rglob("*") if item.is_file() and item.suffix != ".lock"}
+    assert {item for item in after if after[item] != before.get(item)} <= {out / "study.json"}
+
+
+def test_a_damaged_history_is_rewritten_from_the_checkpoint(study, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(study, out, symlinks=True)
+    history = out / "runs" / "01" / "history.csv"
+    expected = history.read_bytes()
+    history.write_bytes(b"\xff\xfe garbage")
+    assert main(["study", "--preset", "tiny", "--out", str(out)]) == 0
+    assert history.read_bytes() == expected

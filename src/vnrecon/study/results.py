@@ -10,7 +10,6 @@ them; "RMSE" is the per-slice ``nrmse`` column (the paper's RMSE).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+from ..files import read_csv_rows
+from ..train.loop import HISTORY_FIELDS
 from .experiments import Study, load_study
 
 PDW, FS, NOISE = "PDw", "PDw-FS", "PDw+noise"
@@ -41,8 +43,7 @@ def short_id(source: str) -> str:
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv_rows(path)
 
 
 def as_float(text: str) -> float:
@@ -74,6 +75,15 @@ def summarise_rows(rows: list[dict]) -> dict[tuple[str, str], Score]:
     return scores
 
 
+def _summarise_file(path: Path) -> dict[tuple[str, str], Score]:
+    try:
+        return summarise_rows(read_csv(path))
+    except InputError:
+        raise
+    except (KeyError, ValueError) as error:
+        raise InputError(f"{path}: damaged table ({type(error).__name__}: {error}); delete it to recompute it") from None
+
+
 class StudyResults:
     """study.json plus every evaluation file, summarised per source (experiment id or baseline)."""
 
@@ -84,7 +94,7 @@ class StudyResults:
         self.baselines = list(self.study["baselines"])
         self.tables = table_rows_of(load_study())
         self.scores = {
-            source: summarise_rows(read_csv(path))
+            source: _summarise_file(path)
             for source in [*self.experiments, *self.baselines]
             if (path := self.file_of(source, "evaluations/{name}.csv")) is not None
         }
@@ -131,4 +141,9 @@ class StudyResults:
 
 
 def read_history(path: Path) -> list[dict]:
-    return [{key: as_float(value) for key, value in row.items()} for row in read_csv(path)]
+    try:
+        return [{key: as_float(value) for key, value in row.items()} for row in read_csv_rows(path, HISTORY_FIELDS)]
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"{path}: damaged table ({error}); delete it to recompute it") from None

@@ -54,7 +54,6 @@ study.json::
     total_seconds wall time of all completed invocations (null while one is under way; earlier_seconds holds the sum so far)
 """
 
-import csv
 import json
 import math
 import multiprocessing
@@ -77,11 +76,11 @@ from ..data.natural import simulate_natural_dataset
 from ..data.selection import Selection
 from ..errors import InputError
 from ..eval.evaluate import baseline_reconstructor, evaluate
-from ..files import atomic_write, write_csv
+from ..files import atomic_write, read_csv_rows, write_csv
 from ..physics.masks import DEFAULT_ACS_LINES
-from ..train.checkpoint import model_from_checkpoint
+from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.config import TrainConfig
-from ..train.loop import CHECKPOINT, HISTORY, train
+from ..train.loop import CHECKPOINT, repair_history, train
 from .experiments import (
     ACQUISITIONS,
     DATA_NAMES,
@@ -306,12 +305,9 @@ class _Job:
 
 
 def epochs_done(run_dir: Path) -> int:
-    """Rows of the run's history (written after its checkpoint, so never ahead of it)."""
-    path = run_dir / HISTORY
-    if not path.is_file():
-        return 0
-    with path.open(newline="") as handle:
-        return sum(1 for _ in csv.DictReader(handle))
+    """Epochs in the run's checkpoint (the record; history.csv is its table and may lag a kill behind)."""
+    path = run_dir / CHECKPOINT
+    return load_checkpoint(path)["epoch"] if path.is_file() else 0
 
 
 def _train_job(job: _Job, device: str, progress: bool) -> None:
@@ -334,6 +330,7 @@ def train_all(out: Path, runs: list[Plan], plans: dict[str, Plan], jobs: int, de
         epochs = plan.config.planned_epochs(n_slices)
         if epochs_done(run_dir) >= epochs:
             log(f"training {plan.run}: finished earlier ({epochs} epochs), skipped")
+            repair_history(run_dir)
             continue
         base = plans[plan.experiment.init].run if plan.experiment.init is not None else None
         todo.append(
@@ -384,13 +381,7 @@ def _csv_path(out: Path, name: str) -> Path:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise InputError(f"{path}: not a study evaluation file (columns {reader.fieldnames}); delete it to recompute it")
-        return list(reader)
+    return read_csv_rows(path, COLUMNS) if path.is_file() else []
 
 
 def _csv_row(row: dict, name: str, mask: str) -> dict:
@@ -487,11 +478,8 @@ def _relative(path: Path, out: Path) -> str:
 
 
 def _training_seconds(run_dir: Path) -> float | None:
-    path = run_dir / HISTORY
-    if not path.is_file():
-        return None
-    with path.open(newline="") as handle:
-        return sum(float(row["seconds"]) for row in csv.DictReader(handle))
+    path = run_dir / CHECKPOINT
+    return sum(float(row["seconds"]) for row in load_checkpoint(path)["history"]) if path.is_file() else None
 
 
 def _experiment_entry(out: Path, plan: Plan, preset: StudyPreset) -> dict:

@@ -128,6 +128,8 @@ def model_from_checkpoint(path: str | Path):
     try:
         model = VariationalNetwork.from_config(payload["model_config"])
         model.load_state_dict(payload["model_state"])
+    except InputError as error:  # the stored settings themselves are invalid
+        raise InputError(f"{path}: stored network settings are invalid ({error})") from None
     except (TypeError, KeyError, RuntimeError) as error:
         problem = str(error).splitlines()[0]
         raise InputError(f"{path}: parameters do not fit a variational network ({problem})") from None

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..data.dataset import SliceDataset, collate_slices, stable_seed, to_device
 from ..errors import InputError
-from ..files import run_lock, write_csv, write_text
+from ..files import read_csv_rows, run_lock, write_csv, write_text
 from ..eval.metrics import nrmse, ssim
 from ..models.vn import VariationalNetwork
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -115,6 +115,23 @@ def build_optimizer(model: VariationalNetwork, settings: dict):
         if params
     ]
     return ProjectedAdam(groups, projection=model.project_, **settings)
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    write_csv(run_dir / HISTORY, history, HISTORY_FIELDS)
+
+
+def repair_history(run_dir: Path) -> None:
+    """The checkpoint is the record, history.csv its table: a kill between the two writes of an
+    epoch, or a damaged file, left the table wrong; rewrite it from the checkpoint where it differs."""
+    history = load_checkpoint(Path(run_dir) / CHECKPOINT)["history"]
+    path = Path(run_dir) / HISTORY
+    try:
+        current = read_csv_rows(path, HISTORY_FIELDS) if path.is_file() else None
+    except InputError:
+        current = None
+    if current is None or len(current) != len(history):
+        write_history(run_dir, history)
 
 
 def check_resumable(checkpoint_path: Path, trained_with: dict | None, now: dict) -> None:
@@ -215,9 +232,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
         optimizer = build_optimizer(model, config.optimizer)
     if lead:
         write_text(run_dir / CONFIG, yaml.safe_dump(saved_config, sort_keys=False))
-        # The checkpoint is the record; history.csv is its table. A kill between the two writes
-        # of an epoch left the table one epoch behind: rewrite it from the checkpoint.
-        write_csv(run_dir / HISTORY, history, HISTORY_FIELDS)
+        write_history(run_dir, history)
 
     writer = None
     if lead:
