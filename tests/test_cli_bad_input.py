@@ -63,6 +63,7 @@ def world(knee_folder, tmp_path_factory):
     (root / "truncated.pt").write_bytes(checkpoint.read_bytes()[:-300])
     (root / "empty.pt").write_bytes(b"")
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
+    torch.save({"code": {1, 2}}, root / "legacy.pt", _use_new_zipfile_serialization=False)  # a raw pickle
     assert payload["epoch"] == 1
     return {"root": root, "knee": knee, "config": config, "knee_folder": knee_folder}
 
@@ -164,6 +165,7 @@ CASES = [
     ("recon-model-bad-epoch", lambda w, t: _recon(w, t, model=w["root"] / "bad_epoch.pt"), "bad_epoch.pt"),
     ("recon-model-bad-history", lambda w, t: _recon(w, t, model=w["root"] / "bad_history.pt"), "bad_history.pt"),
     ("recon-model-foreign", lambda w, t: _recon(w, t, model=w["root"] / "foreign.pt"), "foreign.pt"),
+    ("recon-model-legacy-pickle", lambda w, t: _recon(w, t, model=w["root"] / "legacy.pt"), "legacy.pt"),
     ("recon-model-text", lambda w, t: _recon(w, t, model=_mask(t, "model.pt", "not a checkpoint")), "model.pt"),
     # ---- recon: masks and sampling
     ("recon-mask-empty-npy", lambda w, t: _recon(w, t, "--mask", _mask(t, "m.npy", b"")), "m.npy"),
@@ -180,6 +182,10 @@ CASES = [
     ("recon-mask-unknown-kind", lambda w, t: _recon(w, t, "--mask", "bogus"), "bogus"),
     ("recon-model-bad-settings", lambda w, t: _recon(w, t, model=w["root"] / "bad_settings.pt"), "bad_settings.pt"),
     ("recon-device-bogus", lambda w, t: _recon(w, t, "--device", "bogus"), "--device bogus"),
+    pytest.param(
+        ("recon-device-cuda", lambda w, t: _recon(w, t, "--device", "cuda"), "--device cuda"),
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: cuda is a valid device"),
+    ),
     ("recon-device-tpu", lambda w, t: _recon(w, t, "--device", "meta"), "--device meta"),
     ("recon-input-missing", lambda w, t: _recon(w, t, source=t / "none.h5"), "none.h5"),
     ("recon-input-nan", lambda w, t: _recon(w, t, source=_knee_variant(w, t, _replace("kspace", _kspace(w) * np.nan))), "variant.h5"),
@@ -273,13 +279,16 @@ CASES = [
 ]
 
 
+PARAMS = [case if hasattr(case, "marks") else pytest.param(case) for case in CASES]  # marked cases are params already
+
+
 def test_the_corpus_is_large_and_covers_every_command():
-    commands = {argv_id.split("-")[0] for argv_id, _, _ in CASES}
-    assert len(CASES) >= 80
+    commands = {param.values[0][0].split("-")[0] for param in PARAMS}
+    assert len(PARAMS) >= 80
     assert commands >= {"info", "recon", "train", "evaluate", "simulate", "inspect", "study"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+@pytest.mark.parametrize("case", PARAMS, ids=[param.values[0][0] for param in PARAMS])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, tmp_path, capsys, case):
     _, make_argv, named = case
     argv = make_argv(world, tmp_path)
@@ -312,6 +321,15 @@ def full_disk(tmp_path):
         yield mount
     finally:  # lazily: a file still open in this process must not leave the mount behind
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_destination_is_refused_before_the_work(world, full_disk, tmp_path, capsys):
+    """recon into a read-only mount: one line naming OUT, before the model is even loaded."""
+    subprocess.run(["mount", "-o", "remount,ro", str(full_disk)], check=True)
+    capsys.readouterr()
+    status = main(_recon(world, tmp_path, out=full_disk / "out.h5", model=tmp_path / "not-loaded"))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and f"{full_disk / 'out.h5'}: cannot write there" in lines[0], lines
 
 
 @pytest.mark.parametrize("command", ["recon", "train", "evaluate", "inspect"])

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import read_csv_rows
-from ..train.loop import HISTORY_FIELDS
 from .experiments import Study, load_study
 
 PDW, FS, NOISE = "PDw", "PDw-FS", "PDw+noise"
@@ -142,7 +141,7 @@ class StudyResults:
 
 def read_history(path: Path) -> list[dict]:
     try:
-        return [{key: as_float(value) for key, value in row.items()} for row in read_csv_rows(path, HISTORY_FIELDS)]
+        return [{key: as_float(value) for key, value in row.items()} for row in read_csv_rows(path)]
     except ValueError as error:
         if isinstance(error, InputError):
             raise
