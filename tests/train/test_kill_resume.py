@@ -120,3 +120,23 @@ def test_killed_trainings_resume_to_the_uninterrupted_result(setup):
         assert _history(run) == expected_history, (index, how, when)
         assert not list(run.glob(".*.tmp")), f"trial {index} left temporary files"
     assert killed >= len(trials) // 2  # most kills landed while the run was still going
+
+
+def test_a_second_train_into_a_busy_run_folder_stops_at_once(setup):
+    """Two `vnrecon train` into the same --out: the second, started while the first is training,
+    exits 2 with one line naming the folder and writes nothing there."""
+    root = setup[0]
+    run = root / "busy"
+    first = subprocess.Popen(_command(setup, run) + ["--epochs", "400"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "history.csv").exists() and time.monotonic() < deadline:  # written once the lock is held
+            time.sleep(0.05)
+        second = subprocess.run(_command(setup, run), capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, "the first training ended before the second tried"
+    finally:
+        first.kill()
+        first.wait()
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    assert lines[0].startswith(f"vnrecon: error: {run}: another vnrecon process"), lines[0]
