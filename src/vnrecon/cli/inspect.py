@@ -1,0 +1,41 @@
+"""`vnrecon inspect`: a trained network's filters, activations and training curves."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vnrecon.files import check_destination
+
+from .common import HelpFormatter
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from vnrecon.eval.figures import plot_filters_and_activations, plot_training_curves
+    from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.run)
+    model, payload = model_from_checkpoint(checkpoint)
+    out = check_destination(args.out or checkpoint.parent, folder=True)
+    filters = plot_filters_and_activations(model, out / "filters.png", title=f"{args.run}: filters and activations")
+    print(f"filters and activations: {filters}")
+    if payload["history"]:
+        curves = plot_training_curves(payload["history"], out / "curves.png", title=f"{args.run}: training curves")
+        print(f"training curves: {curves}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="draw a trained network's filters, activations and training curves",
+        description=(
+            "Draw the learned filters (real and imaginary part) and activation functions of\n"
+            "every stage (the paper's Figure 10) to filters.png, and the training and\n"
+            "validation RMSE/SSIM per epoch to curves.png, in RUN_DIR (or --out)."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("run", type=Path, metavar="RUN_DIR", help="run folder (or checkpoint file)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="where to write the PNGs (default: RUN_DIR)")
+    parser.set_defaults(func=_run_inspect)
