@@ -14,7 +14,6 @@ A run folder that a training writes to is held with ``run_lock`` (an advisory
 import csv
 import fcntl
 import glob
-import json
 import os
 import shutil
 import tempfile
@@ -123,30 +122,6 @@ def check_destination(path: str | Path, inputs=(), folder: bool = False) -> Path
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{path}: cannot write there ({existing} is not writable)")
     return path
-
-
-SETTINGS = "simulation.json"
-
-
-def claim_folder(folder: str | Path, kind: str, settings: dict) -> None:
-    """Record what a simulation writes into ``folder`` (``simulation.json``) before its first file, and
-    refuse a folder that holds another simulation's files, so a rerun never mixes two data sets."""
-    folder = Path(folder)
-    record = {"kind": kind, **settings}
-    marker = folder / SETTINGS
-    if marker.is_file():
-        try:
-            previous = json.loads(marker.read_text())
-        except (ValueError, UnicodeDecodeError):
-            raise InputError(f"{marker}: damaged simulation record; remove the folder or use another --out") from None
-        if previous != record:
-            changed = ", ".join(f"{key} {previous.get(key)!r} -> {value!r}" for key, value in record.items() if previous.get(key) != value)
-            raise InputError(f"{folder}: holds a simulation with other settings ({changed}); use another --out or remove it")
-        return
-    if folder.is_dir() and any(folder.glob("*.h5")):
-        raise InputError(f"{folder}: holds .h5 files of an unknown origin (no {SETTINGS}); use another --out or remove them")
-    with atomic_write(marker) as temporary:
-        temporary.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def available_memory() -> int | None:

@@ -6,6 +6,7 @@ import torch
 from scipy.ndimage import binary_erosion
 
 from vnrecon.data import knee
+from vnrecon.errors import InputError
 from vnrecon.data.fastmri import read_header, read_volume
 from vnrecon.data.knee import acquisition, anatomy
 from vnrecon.physics.espirit import espirit_maps
@@ -124,3 +125,18 @@ def test_microstructure_keeps_the_tissue_mix_on_every_grid():
         np.testing.assert_allclose(frac.sum(axis=0), 1.0, atol=1e-6)  # fractions are exchanged, not made
     assert means[0] == pytest.approx(1.0 - params.trabecular_volume, abs=0.02)
     assert means[0] == pytest.approx(means[1], abs=0.02)
+
+
+def test_a_folder_never_mixes_two_simulations(tmp_path):
+    """A rerun with other settings (a killed run restarted with another seed) is refused before it
+    writes; the same settings overwrite with identical files. The settings live in the files."""
+    knee.simulate_knee_dataset(tmp_path, 1, 2, seed=0, matrix=(96, 64), n_coils=4, montage=False)
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    assert all(path.suffix == ".h5" for path in before)  # nothing but HDF5 in the folder
+    with pytest.raises(InputError, match=r"other settings \(seed 0 -> 1\)"):
+        knee.simulate_knee_dataset(tmp_path, 1, 2, seed=1, matrix=(96, 64), n_coils=4, montage=False)
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before
+    knee.simulate_knee_dataset(tmp_path, 1, 2, seed=0, matrix=(96, 64), n_coils=4, montage=False)
+    (tmp_path / "foreign.h5").write_bytes(b"")
+    with pytest.raises(InputError, match="foreign.h5, not made by this simulation"):
+        knee.simulate_knee_dataset(tmp_path, 1, 2, seed=0, matrix=(96, 64), n_coils=4, montage=False)

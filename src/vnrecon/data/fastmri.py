@@ -57,6 +57,7 @@ starts with the file path.
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -700,3 +701,29 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
         maps_index=maps_index,
         noise_covariance=covariance,
     )
+
+
+#: HDF5 attribute of every simulated file: the settings it was made with (JSON).
+SIMULATION_ATTR = "simulation"
+
+
+def claim_simulation_folder(folder: str | Path, kind: str, settings: dict) -> str:
+    """The record (JSON) a simulation stores in each of its files; refuses a folder whose .h5 files
+    were made otherwise (another seed, matrix, ...: a killed run rerun differently), so one folder
+    never mixes two data sets. The record lives in the files, not beside them, so the folder stays
+    all HDF5 (fastMRI's own SliceDataset opens every file it holds)."""
+    folder = Path(folder)
+    record = json.dumps({"kind": kind, **settings}, sort_keys=True)
+    for path in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
+        try:
+            with h5py.File(path, "r") as h5:
+                found = h5.attrs.get(SIMULATION_ATTR)
+        except OSError:
+            found = None  # unreadable: not ours either
+        if found is None:
+            raise InputError(f"{folder}: holds {path.name}, not made by this simulation; use another --out or remove it")
+        if found != record:
+            before, now = json.loads(found), json.loads(record)
+            changed = ", ".join(f"{key} {before.get(key)!r} -> {value!r}" for key, value in now.items() if before.get(key) != value)
+            raise InputError(f"{folder}: holds a simulation with other settings ({changed}); use another --out or remove it")
+    return record

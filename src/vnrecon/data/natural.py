@@ -131,11 +131,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..files import atomic_write, claim_folder
+from ..files import atomic_write
 from ..physics.espirit import espirit_maps
 from ..physics.fft import fft2c, ifft2c
 from ..physics.noise import add_complex_noise, estimate_noise_sigma
-from .fastmri import Volume, read_header, read_volume, write_volume
+from .fastmri import SIMULATION_ATTR, Volume, claim_simulation_folder, read_header, read_volume, write_volume
 from .photos import default_images, load_images
 from .selection import SNR_SLICES, central_slices
 
@@ -430,6 +430,7 @@ def _write_file(
     reference: KneeReference,
     pool: _MapPool,
     seed: int,
+    record: str,
 ) -> Path:
     """write_volume (with the generating maps) to a temporary name in the same folder, add the ground-truth attrs, rename."""
     readout, phase = reference.matrix
@@ -450,6 +451,7 @@ def _write_file(
         with h5py.File(temporary, "a") as h5:
             attrs = h5.attrs
             attrs["noise_sigma"] = float(reference.sigma)
+            attrs[SIMULATION_ATTR] = record
             attrs["snr"] = np.array([sample.snr for sample in samples], dtype=np.float64)
             attrs["snr_setting"] = snr_setting
             attrs["snr_reference_high"] = float(reference.snr_high)
@@ -552,7 +554,7 @@ def simulate_natural_dataset(
         )
 
     out_dir = Path(out_dir)
-    claim_folder(
+    record = claim_simulation_folder(
         out_dir,
         "natural",
         {
@@ -561,6 +563,7 @@ def simulate_natural_dataset(
             "slices_per_file": slices_per_file, "map_crop": float(map_crop),
         },
     )  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
     pool = _MapPool(reference, int(seed), acs_lines, float(map_crop))
     paths: list[Path] = []
     panels: list[tuple[str, np.ndarray]] = []
@@ -575,7 +578,7 @@ def simulate_natural_dataset(
             file_index = len(paths)
             paths.append(
                 _write_file(
-                    out_dir / f"natural_{snr}_{file_index:03d}.h5", batch, file_index, snr, reference, pool, int(seed)
+                    out_dir / f"natural_{snr}_{file_index:03d}.h5", batch, file_index, snr, reference, pool, int(seed), record
                 )
             )
             batch = []

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ...files import atomic_write, available_memory, claim_folder
+from ...files import atomic_write, available_memory
+from ..fastmri import SIMULATION_ATTR, claim_simulation_folder
 from ...physics.espirit import espirit_maps
 from ...physics.masks import DEFAULT_ACS_LINES, matched_acs_lines
 from ...physics.whitening import prewhiten, whitening_matrix
@@ -114,11 +115,12 @@ def simulate_knee_dataset(
     out_dir = Path(out_dir)
     grid = _Grid(check_matrix(matrix), (float(fov_mm[0]), float(fov_mm[1])))
     check_size(out_dir, n_patients, n_slices, grid.matrix, n_coils)
-    claim_folder(
+    record = claim_simulation_folder(
         out_dir,
         "knee",
         {"seed": seed, "matrix": list(grid.matrix), "coils": n_coils, "slices": n_slices, "fov_mm": list(grid.fov_mm)},
     )
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     panels: list[tuple[str, np.ndarray]] = []
     show = sorted({n_slices // 2 - 3, n_slices // 2, n_slices // 2 + 3} & set(range(n_slices)))
@@ -157,6 +159,7 @@ def simulate_knee_dataset(
                 with h5py.File(temporary, "a") as h5:
                     h5.attrs["tissue_snr"] = float(acquisition.tissue_snr[name])
                     h5.attrs["paper_snr"] = float(acquisition.paper_snr[name])
+                    h5.attrs[SIMULATION_ATTR] = record
             paths.append(path)
         if progress is not None:
             progress(patient + 1, n_patients)
