@@ -122,9 +122,14 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(path: str | Path):
     """Rebuild the network of a checkpoint; a parameter layout that does not fit is an InputError."""
+    payload = load_checkpoint(path)
+    return model_from_payload(payload, path), payload
+
+
+def model_from_payload(payload: dict, path: str | Path):
+    """The network of a loaded (verified) checkpoint payload; ``path`` names it in errors."""
     from ..models.vn import VariationalNetwork
 
-    payload = load_checkpoint(path)
     try:
         model = VariationalNetwork.from_config(payload["model_config"])
         model.load_state_dict(payload["model_state"])
@@ -133,7 +138,7 @@ def model_from_checkpoint(path: str | Path):
     except (TypeError, KeyError, RuntimeError) as error:
         problem = str(error).splitlines()[0]
         raise InputError(f"{path}: parameters do not fit a variational network ({problem})") from None
-    return model, payload
+    return model
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

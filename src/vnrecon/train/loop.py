@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..files import read_csv_rows, run_lock, write_csv, write_text
 from ..eval.metrics import nrmse, ssim
 from ..models.vn import VariationalNetwork
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, model_from_payload, save_checkpoint
 from .config import TrainConfig
 from .optim import IPALM, ProjectedAdam
 
@@ -193,7 +193,6 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
     if resume and not checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: nothing to resume (no checkpoint in the run folder)")
     saved_config = {**config.to_dict(), "init": str(init) if init is not None else None}
-    payload = None
     if resume:  # checked before the data are prepared: a mismatch costs nothing
         payload = load_checkpoint(checkpoint_path)
         check_resumable(checkpoint_path, payload.get("train_config"), saved_config)
@@ -209,7 +208,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
     history: list[dict] = []
     start_epoch = 0
     if resume:
-        model, payload = model_from_checkpoint(checkpoint_path)
+        model = model_from_payload(payload, checkpoint_path)
         optimizer = build_optimizer(model.to(device), config.optimizer)
         try:
             optimizer.load_state_dict(payload["optimizer_state"])
