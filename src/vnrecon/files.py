@@ -114,9 +114,7 @@ def check_destination(path: str | Path, inputs=(), folder: bool = False) -> Path
             raise InputError(f"{path}: is the input {source}; refusing to overwrite input data (give another output path)")
     if path.exists() and path.is_dir() != folder:
         raise InputError(f"{path}: is {'a file' if folder else 'a folder'}, expected {'a folder' if folder else 'a file path'}")
-    existing = path if folder and path.exists() else path.parent
-    while not existing.exists():
-        existing = existing.parent
+    existing = path if folder and path.exists() else existing_ancestor(path)
     if not existing.is_dir():
         raise InputError(f"{path}: cannot be created, {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -136,14 +134,19 @@ def available_memory() -> int | None:
     return None
 
 
+def existing_ancestor(path: str | Path) -> Path:
+    """The nearest folder above ``path`` that exists (where it would be created)."""
+    existing = Path(path).parent
+    while not existing.exists():
+        existing = existing.parent
+    return existing
+
+
 def check_free_space(path: str | Path, size: int) -> None:
     """Refuse to start writing ``size`` bytes where the disk cannot take them (a full disk mid-write
     can crash HDF5 itself)."""
     path = Path(path)
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = shutil.disk_usage(existing_ancestor(path)).free
     if size > free:
         raise InputError(f"{path}: needs ~{size / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free on that disk")
 
