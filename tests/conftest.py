@@ -50,6 +50,11 @@ def multicoil_slice(n_coils: int = 8, readout: int = 64, phase: int = 48, seed: 
     return kspace, maps, obj
 
 
+def oversampled_by_two(volume) -> tuple[int, int]:
+    """The recon matrix that declares a volume's k-space 2x oversampled along the readout (as knee raw data)."""
+    return volume.kspace.shape[-2] // 2, volume.kspace.shape[-1]
+
+
 @pytest.fixture
 def small_slice():
     return multicoil_slice()

@@ -94,7 +94,7 @@ def test_info_reports_mask_acceleration_and_acs(tmp_path, capsys):
     mask[::4] = True
     mask[12:20] = True  # 8 + 6 lattice lines outside = 14 of 32
     kspace[..., ~mask] = 0
-    path = write_volume(tmp_path / "test.h5", Volume(kspace, "CORPD_FBK", "t1", mask=mask))
+    path = write_volume(tmp_path / "test.h5", Volume(kspace, "CORPD_FBK", "t1", mask=mask), recon_shape=(32, 32))
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "effective acceleration 2.29 (14 of 32 lines), 9 ACS lines" in out  # line 20 touches the block

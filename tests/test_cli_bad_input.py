@@ -133,6 +133,17 @@ def _replace(name, value):
     return edit
 
 
+def _header_edit(old: str, new: str):
+    """Replace text in the file's ISMRMRD header (e.g. make its encoded readout disagree with the k-space)."""
+    def edit(h5):
+        xml = h5["ismrmrd_header"][()].decode()
+        assert old in xml
+        del h5["ismrmrd_header"]
+        h5.create_dataset("ismrmrd_header", data=xml.replace(old, new, 1))
+
+    return edit
+
+
 def _kspace(world):
     with h5py.File(world["knee"]) as h5:
         return h5["kspace"][()]
@@ -189,6 +200,12 @@ CASES = [
     ("recon-device-tpu", lambda w, t: _recon(w, t, "--device", "meta"), "--device meta"),
     ("recon-input-missing", lambda w, t: _recon(w, t, source=t / "none.h5"), "none.h5"),
     ("recon-input-nan", lambda w, t: _recon(w, t, source=_knee_variant(w, t, _replace("kspace", _kspace(w) * np.nan))), "variant.h5"),
+    ("recon-header-readout-mismatch", lambda w, t: _recon(w, t, source=_knee_variant(
+        w, t, _header_edit("<x>96</x>", "<x>128</x>"))), "variant.h5: the ISMRMRD header encodes a readout of 128"),
+    ("recon-header-oversampling-not-whole", lambda w, t: _recon(w, t, source=_knee_variant(
+        w, t, _header_edit("<x>48</x>", "<x>40</x>"))), "variant.h5: the ISMRMRD header's reconSpace readout (40)"),
+    ("info-header-readout-mismatch", lambda w, t: ["info", _knee_variant(
+        w, t, _header_edit("<x>96</x>", "<x>128</x>"))], "variant.h5: the ISMRMRD header"),
     ("recon-input-all-zero", lambda w, t: _recon(w, t, source=_knee_variant(w, t, _replace("kspace", _kspace(w) * 0))), "variant.h5"),
     ("recon-input-bad-covariance", lambda w, t: _recon(w, t, source=_knee_variant(
         w, t, _replace("noise_covariance", -np.eye(4, dtype=np.complex64)))), "variant.h5"),
@@ -208,7 +225,7 @@ CASES = [
     ("train-seed-string", lambda w, t: _train(w, t, config=_config(w, t, seed="zero")), "'seed'"),
     ("train-seed-list", lambda w, t: _train(w, t, config=_config(w, t, seed=[1])), "'seed'"),
     ("train-seed-negative", lambda w, t: _train(w, t, config=_config(w, t, seed=-1)), "'seed'"),
-    ("train-oversampling-0", lambda w, t: _train(w, t, config=_config(w, t, oversampling=0)), "'oversampling'"),
+    ("train-oversampling-key", lambda w, t: _train(w, t, config=_config(w, t, oversampling=2)), "'oversampling'"),
     ("train-loss-eps-0", lambda w, t: _train(w, t, config=_config(w, t, loss_eps=0)), "'loss_eps'"),
     ("train-model-list", lambda w, t: _train(w, t, config=_config(w, t, model=[2])), "'model'"),
     ("train-model-unknown", lambda w, t: _train(w, t, config=_config(w, t, model={"stage": 2})), "model.stage"),

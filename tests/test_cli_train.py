@@ -6,7 +6,12 @@ import yaml
 
 from tests.conftest import KNEE_ACS, knee_selection
 from vnrecon.cli import main
+from vnrecon.data.fastmri import Volume, read_volume, write_volume
 from vnrecon.train.config import preset_text
+
+
+def ifft2c_numpy(kspace: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
 
 
 def test_train_recon_inspect(knee_folder, tmp_path, capsys):
@@ -56,6 +61,26 @@ def test_train_recon_inspect(knee_folder, tmp_path, capsys):
         assert np.abs(estimated["reconstruction_complex"][:, image_rows // 2 :]).max() > 0
     assert main(["info", str(with_maps)]) == 0
     assert "coil maps:    stored (6 set(s)" in capsys.readouterr().out
+
+    # A file whose header says it is not oversampled (recon readout = encoded readout) is reconstructed
+    # over its whole readout: an object in the outer quarters is kept, not cropped away and folded back.
+    volume = read_volume(source)
+    ramp = np.exp(2j * np.pi * np.arange(readout) * (readout // 4) / readout)  # shifts the image by readout/4 rows
+    shifted = volume.kspace * ramp[:, None]
+    flat = write_volume(tmp_path / "flat.h5", Volume(shifted.astype(np.complex64), volume.acquisition, "flat"),
+                        recon_shape=(readout, phase))
+    assert main(["info", str(flat)]) == 0
+    assert "readout oversampling 1x" in capsys.readouterr().out
+    out = tmp_path / "recon_flat.h5"
+    assert main(["recon", "--model", str(run), "--in", str(flat), "--out", str(out), "--acs-lines", str(KNEE_ACS)]) == 0
+    with h5py.File(out) as h5:
+        image = np.abs(h5["reconstruction_complex"][()])
+    assert image.shape == (slices, readout, phase)
+    rss = np.sqrt(np.sum(np.abs(ifft2c_numpy(shifted)) ** 2, axis=1))  # independent: numpy RSS of the coil images
+    outer = np.r_[0 : readout // 4, 3 * readout // 4 : readout]
+    assert rss[:, outer].sum() > 0.2 * rss.sum()  # the shift put part of the knee into the outer quarters
+    correlation = np.corrcoef(image.ravel(), rss.ravel())[0, 1]
+    assert correlation > 0.9
 
     # A step budget instead of epochs; not both.
     stepped = tmp_path / "stepped"

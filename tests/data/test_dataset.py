@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import multicoil_slice
+from tests.conftest import multicoil_slice, oversampled_by_two
 from vnrecon.data.dataset import SliceDataset, collate_slices, stable_seed
 from vnrecon.data.fastmri import Volume, read_volume, write_volume
 from vnrecon.data.selection import Selection, parse_selections
@@ -24,7 +24,7 @@ def write_patient(folder, patient, acquisition, n_slices=4, readout=64, phase=48
         noise = SIGMA * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
         slices.append(kspace * (1 + 0.1 * index) + noise)
     volume = Volume(np.stack(slices).astype(np.complex64), acquisition, f"p{patient:03d}")
-    return write_volume(folder / f"p{patient:03d}_{acquisition}.h5", volume)
+    return write_volume(folder / f"p{patient:03d}_{acquisition}.h5", volume, recon_shape=oversampled_by_two(volume))
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +113,9 @@ def test_stored_maps_are_used_and_never_share_the_espirit_cache(folder, tmp_path
     plain, stored = tmp_path / "plain", tmp_path / "stored"
     plain.mkdir(), stored.mkdir()
     volume = Volume(kspace[None].astype(np.complex64), "CORPD_FBK", "p0")
-    write_volume(plain / "p0.h5", volume)
+    write_volume(plain / "p0.h5", volume, recon_shape=oversampled_by_two(volume))
     volume.maps = true_maps[None].astype(np.complex64)
-    write_volume(stored / "p0.h5", volume)
+    write_volume(stored / "p0.h5", volume, recon_shape=oversampled_by_two(volume))
     for order in ((plain, stored), (stored, plain)):  # whichever is seen first fills the cache
         cache = tmp_path / f"cache_{order[0].name}"
         items = {path: SliceDataset([Selection(data=str(path))], cache_dir=cache)[0] for path in order}
@@ -208,7 +208,7 @@ def test_noise_to_the_snr_of_another_acquisition(tmp_path):
     rng = np.random.default_rng(9)
     noise = SIGMA * (rng.standard_normal(fs.kspace.shape) + 1j * rng.standard_normal(fs.kspace.shape))
     low = Volume((fs.kspace * 0.3 + noise).astype(np.complex64), "CORPDFS_FBK", "p000")  # lower SNR than PDw
-    write_volume(folder / "p000_CORPDFS_FBK.h5", low)
+    write_volume(folder / "p000_CORPDFS_FBK.h5", low, recon_shape=oversampled_by_two(low))
     expected = estimate_snr(torch.from_numpy(low.kspace))  # all 4 slices are the central ones
     noisy = dataset(folder, tmp_path, acquisition="CORPD_FBK", noise_snr="CORPDFS_FBK")
     assert noisy.noise_target(noisy.entries[0].selection) == pytest.approx(expected, rel=1e-6)

@@ -81,10 +81,11 @@ def test_roundtrip_is_exact_with_header_fields(tmp_path):
     assert back.acquisition == "CORPDFS_FBK"
     assert back.patient_id == "patient-7"
     assert back.mask is None
-    assert back.reconstruction_rss.shape == (3, 320, 320)
+    assert back.reconstruction_rss.shape == (3, 32, 24)  # no recon matrix given: the encoded one
     header = back.header
     assert header["encoded_shape"] == (32, 24, 1)
-    assert header["recon_shape"] == (320, 320, 1)
+    assert header["recon_shape"] == (32, 24, 1)
+    assert back.oversampling == 1
     assert (header["pe_min"], header["pe_max"], header["pe_center"]) == (0, 23, 12)
     assert (header["padding_left"], header["padding_right"]) == (0, 24)
     assert header["field_strength_T"] == 2.89362
@@ -120,11 +121,12 @@ def test_rewriting_a_read_volume_keeps_header_and_target(tmp_path):
 
 
 def test_given_reconstruction_is_stored_unchanged(tmp_path):
-    rss = np.random.default_rng(1).random((3, 10, 12)).astype(np.float32)
+    rss = np.random.default_rng(1).random((3, 8, 12)).astype(np.float32)
     path = write_volume(tmp_path / "v.h5", Volume(random_kspace(), reconstruction_rss=rss))
     back = read_volume(path)
     np.testing.assert_array_equal(back.reconstruction_rss, rss)
-    assert back.header["recon_shape"] == (10, 12, 1)
+    assert back.header["recon_shape"] == (8, 12, 1)
+    assert back.oversampling == 4  # 32 encoded readout samples for 8 recon rows
 
 
 # ---------------------------------------------------------------- fastMRI conventions
@@ -132,7 +134,8 @@ def test_given_reconstruction_is_stored_unchanged(tmp_path):
 
 def test_written_file_follows_fastmri_slicedataset_conventions(tmp_path):
     kspace = random_kspace((2, 2, 640, 368), seed=3)
-    path = write_volume(tmp_path / "file1000000.h5", Volume(kspace, "CORPD_FBK", "abc"))
+    path = write_volume(tmp_path / "file1000000.h5", Volume(kspace, "CORPD_FBK", "abc"), recon_shape=(320, 320))
+    assert read_header(path).oversampling == 2
     meta = fastmri_metadata(path)
     assert meta["encoding_size"] == (640, 368, 1)
     assert meta["recon_size"] == (320, 320, 1)
@@ -150,7 +153,8 @@ def test_written_file_follows_fastmri_slicedataset_conventions(tmp_path):
 
 def test_small_matrix_target_is_zero_padded_to_320_and_centred(tmp_path):
     kspace = random_kspace((1, 3, 32, 24), seed=4)
-    path = write_volume(tmp_path / "small.h5", Volume(kspace))
+    path = write_volume(tmp_path / "small.h5", Volume(kspace), recon_shape=(320, 320))
+    assert read_header(path).oversampling == 1  # a recon matrix larger than the encoded one crops nothing
     target = read_volume(path).reconstruction_rss[0]
     full = numpy_rss_target(kspace, (32, 24))[0]  # no crop: the whole RSS image
     top, left = 160 - 16, 160 - 12  # image centre (16, 12) lands on (160, 160)
@@ -177,7 +181,7 @@ def test_hdf5_layout(tmp_path):
     with h5py.File(tmp_path / "full.h5") as h5:
         assert set(h5.keys()) == {"kspace", "reconstruction_rss", "ismrmrd_header"}
         assert h5["kspace"].dtype == np.complex64 and h5["kspace"].shape == (3, 4, 32, 24)
-        assert h5["reconstruction_rss"].dtype == np.float32 and h5["reconstruction_rss"].shape == (3, 320, 320)
+        assert h5["reconstruction_rss"].dtype == np.float32 and h5["reconstruction_rss"].shape == (3, 32, 24)
         assert h5["ismrmrd_header"].shape == ()
         assert h5["ismrmrd_header"].dtype.kind == "O"  # variable-length string, read back as bytes
         root = ET.fromstring(h5["ismrmrd_header"][()])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import multicoil_slice
+from tests.conftest import multicoil_slice, oversampled_by_two
 from vnrecon.data.dataset import SliceDataset
 from vnrecon.data.fastmri import Volume, read_header, read_volume, write_volume
 from vnrecon.data.selection import Selection
@@ -61,7 +61,7 @@ def test_files_carry_the_covariance_and_loaders_prewhiten_kspace_and_maps(tmp_pa
     noise = correlated_noise(kspace.shape, torch.from_numpy(psi * 1e-6), torch.Generator().manual_seed(2)).numpy()
     volume = Volume((kspace + noise)[None].astype(np.complex64), "CORPD_FBK", "p0", maps=maps[None].astype(np.complex64),
                     noise_covariance=psi * 1e-6)
-    path = write_volume(tmp_path / "p0.h5", volume)
+    path = write_volume(tmp_path / "p0.h5", volume, recon_shape=oversampled_by_two(volume))
     assert read_header(path).has_noise_covariance
     read = read_volume(path)
     np.testing.assert_allclose(read.noise_covariance, psi * 1e-6)

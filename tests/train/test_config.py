@@ -47,7 +47,7 @@ def test_switching_optimiser_drops_the_other_optimisers_settings(tmp_path):
         ({"train": [{"data": "x"}], "epochs": True}, "'epochs' must be a positive integer"),
         ({"train": [{"data": "x"}], "seed": "zero"}, "'seed' must be an integer >= 0"),
         ({"train": [{"data": "x"}], "seed": [1]}, "'seed' must be an integer >= 0"),
-        ({"train": [{"data": "x"}], "oversampling": 0}, "'oversampling' must be a positive integer"),
+        ({"train": [{"data": "x"}], "oversampling": 2}, "'oversampling' is not a setting"),
         ({"train": [{"data": "x"}], "loss_eps": "small"}, "'loss_eps' must be a number > 0"),
         ({"train": [{"data": "x"}], "model": [4]}, "'model' must be a mapping"),
         ({"train": [{"data": "x"}], "model": {"stage": 4}}, "unknown key 'model.stage'"),

@@ -34,7 +34,7 @@ def test_cpu_preset_learns_to_reconstruct(tmp_path):
     readout = batch["reference"].shape[-2]
     zero_filled = SenseOperator(batch["maps"], batch["mask"], readout).adjoint(batch["kspace"])
     with torch.no_grad():
-        output = reconstruct_batch(model, batch, config.oversampling)
+        output = reconstruct_batch(model, batch)
     reference = batch["reference"]
     assert nrmse(output, reference).mean() <= 0.6 * nrmse(zero_filled, reference).mean()
     assert ssim(output, reference).mean() > ssim(zero_filled, reference).mean()

@@ -43,7 +43,7 @@ def _format_info(path: Path) -> str:
     else:
         method = f"rms(k-space) / noise std from the readout margins; {which}"
         try:
-            snr_text = f"{estimate_snr(torch.from_numpy(np.ascontiguousarray(kspace))):.1f}"
+            snr_text = f"{estimate_snr(torch.from_numpy(np.ascontiguousarray(kspace)), info.oversampling):.1f}"
         except ValueError as error:  # incl. InputError: data the estimator cannot use (e.g. no margins)
             snr_text = f"n/a ({error})"
     if "tissue_snr" in info.attrs:
@@ -54,7 +54,7 @@ def _format_info(path: Path) -> str:
         f"{path}",
         f"  slices:       {info.n_slices}",
         f"  coils:        {info.n_coils}",
-        f"  matrix:       {info.readout} x {info.phase} (readout x phase), recon {recon_text}",
+        f"  matrix:       {info.readout} x {info.phase} (readout x phase), recon {recon_text}, readout oversampling {info.oversampling}x",
         f"  acquisition:  {info.acquisition or '-'}",
         f"  patient id:   {info.patient_id or '-'}",
         f"  SNR:          {snr_text} ({method})",

@@ -61,9 +61,9 @@ def _run_recon(args: argparse.Namespace) -> int:
             check_mask_fits(np.asarray(mask, bool), volume.kspace.shape[-1], args.acs_lines, args.mask)
         how = f"{args.mask} mask, R={args.acceleration}, {args.acs_lines} ACS lines"
     slices, _, readout, phase = volume.kspace.shape
-    check_free_space(args.out, 2 * slices * (readout // 2) * phase * (8 + 4) + 2**20)  # complex + magnitude, margin
+    check_free_space(args.out, 2 * slices * (readout // volume.oversampling) * phase * (8 + 4) + 2**20)  # complex + magnitude, margin
     images = reconstruct_volume(
-        model, volume.kspace, np.asarray(mask, bool), args.acs_lines, where=str(args.input),
+        model, volume.kspace, np.asarray(mask, bool), args.acs_lines, volume.oversampling, where=str(args.input),
         progress=True, device=args.device, maps=volume.slice_maps(),
     )
     _write_reconstruction(args.out, images, volume, checkpoint, np.asarray(mask, bool))
@@ -89,7 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "file's own 'maps' when it stores them, else ESPIRiT from the ACS lines.\n"
             "Writes OUT.h5 with 'reconstruction'\n"
             "(slices, recon matrix) float32 magnitude as in fastMRI submissions, plus\n"
-            "'reconstruction_complex' on the readout-cropped grid and the 'mask' used."
+            "'reconstruction_complex' on the readout-cropped grid (the file's readout\n"
+            "oversampling, encoded / recon readout of its ISMRMRD header, is removed) and\n"
+            "the 'mask' used."
         ),
         formatter_class=HelpFormatter,
     )

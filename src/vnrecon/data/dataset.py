@@ -8,7 +8,8 @@ One item is one slice, prepared as the reconstruction sees it:
   from the ACS lines of the undersampled slice
 * ``mask``      (phase,) float32
 * ``reference`` (readout / oversampling, phase) complex64: the fully sampled
-  data combined with the same maps (SPEC section 1), normalised
+  data combined with the same maps (SPEC section 1), normalised; the readout
+  oversampling is each file's own (its header, ``VolumeInfo.oversampling``)
 * ``scale``     the normalisation: max |A^H f| of the undersampled slice
   (SPEC section 3); multiply an output by it to get back to the file's units
 * ``file``, ``slice``: where the item came from
@@ -62,6 +63,7 @@ class SliceEntry:
     path: Path
     slice_index: int
     selection: Selection
+    oversampling: int
 
 
 def stable_seed(*parts) -> int:
@@ -77,12 +79,10 @@ class SliceDataset(Dataset):
         self,
         selections: list[Selection],
         seed: int = 0,
-        oversampling: int = 2,
         cache_dir: str | Path | None = None,
         espirit: dict | None = None,
     ):
         self.seed = seed
-        self.oversampling = oversampling
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.espirit = dict(espirit or {})
         self.entries: list[SliceEntry] = []
@@ -96,7 +96,7 @@ class SliceDataset(Dataset):
                         "evaluation need fully sampled k-space for the reference"
                     )
                 for slice_index in selection.slice_indices(info):
-                    self.entries.append(SliceEntry(info.path, slice_index, selection))
+                    self.entries.append(SliceEntry(info.path, slice_index, selection, info.oversampling))
         if not self.entries:
             raise InputError("the selection matches no slices")
 
@@ -167,7 +167,10 @@ class SliceDataset(Dataset):
                 chosen = list(central_slices(info.n_slices, min(SNR_SLICES, info.n_slices)))
                 kspace = torch.from_numpy(read_volume(info.path, chosen).prewhitened().kspace)
                 rms.append(signal_rms(kspace).double().mean())
-                sigma.append(estimate_noise_sigma(kspace, self.oversampling).double().mean())
+                try:
+                    sigma.append(estimate_noise_sigma(kspace, info.oversampling).double().mean())
+                except InputError as error:
+                    raise InputError(f"{info.path}: {error}") from None
             self._noise_targets[key] = float(torch.stack(rms).mean() / torch.stack(sigma).mean())
         return self._noise_targets[key]
 
@@ -180,7 +183,7 @@ class SliceDataset(Dataset):
             generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))
             target = self.noise_target(selection)
             try:
-                kspace = add_noise_to_snr(kspace, target, generator, oversampling=self.oversampling)
+                kspace = add_noise_to_snr(kspace, target, generator, oversampling=entry.oversampling)
             except InputError as error:
                 raise InputError(f"{entry.path} slice {entry.slice_index}: {error}") from None
         mask = torch.from_numpy(self.mask_for(entry, kspace.shape[-1]))
@@ -193,7 +196,7 @@ class SliceDataset(Dataset):
             maps = torch.from_numpy(stored[0]) if stored is not None else self.maps_for(undersampled, selection.acs_lines)
         except InputError as error:
             raise InputError(f"{where}: {error}") from None
-        readout = kspace.shape[-2] // self.oversampling
+        readout = kspace.shape[-2] // entry.oversampling
         reference = SenseOperator(maps[None], torch.ones_like(mask), readout).adjoint(kspace[None])[0]
         zero_filled = SenseOperator(maps[None], mask, readout).adjoint(undersampled[None])[0]
         scale = zero_filled.abs().max()
@@ -214,12 +217,13 @@ def collate_slices(items: list[dict]) -> dict:
     """Stack items into a batch; slices of different matrix sizes cannot share one."""
     first = items[0]
     for item in items[1:]:
-        if item["kspace"].shape != first["kspace"].shape:
-            raise InputError(
-                f"files of mixed matrix sizes in one batch: {first['file']} has k-space "
-                f"{tuple(first['kspace'].shape)}, {item['file']} has {tuple(item['kspace'].shape)}; "
-                "use batch size 1 or select files of one size"
-            )
+        for key, what in (("kspace", "k-space"), ("reference", "image (readout oversampling removed)")):
+            if item[key].shape != first[key].shape:
+                raise InputError(
+                    f"files of mixed matrix sizes in one batch: {first['file']} has {what} "
+                    f"{tuple(first[key].shape)}, {item['file']} has {tuple(item[key].shape)}; "
+                    "use batch size 1 or select files of one size"
+                )
     batch = {key: torch.stack([item[key] for item in items]) for key in ("kspace", "maps", "mask", "reference", "scale")}
     batch["file"] = [item["file"] for item in items]
     batch["slice"] = [item["slice"] for item in items]

@@ -46,10 +46,12 @@ image centre-*fitted* to the recon matrix: each axis is centre-cropped when
 the image is larger (exactly fastMRI's centre crop for the real sizes, e.g.
 640 x 368 -> 320 x 320) and centre-embedded in zeros when it is smaller (which
 fastMRI's crop cannot do), so the centre pixel (N // 2) lands on index
-recon // 2. The recon matrix defaults to fastMRI's 320 x 320 so the files stay
-loadable by code that assumes it; simulators with small matrices may pass a
-smaller ``recon_shape`` (e.g. the readout-cropped matrix (H // 2, W)) instead of
-storing mostly zeros. The header's reconSpace always equals the stored shape.
+recon // 2. The header's reconSpace always equals the stored shape, and its
+readout over the encoded readout is the file's readout oversampling
+(:func:`readout_oversampling`): fastMRI's 640 x 368 k-space with a 320 x 320
+recon matrix is 2x oversampled, the simulators store the readout-cropped
+matrix (H // 2, W), and a file written without a recon matrix gets (H, W), no
+oversampling, so no command crops away part of its image.
 
 Every read error raises :class:`vnrecon.errors.InputError` whose message
 starts with the file path.
@@ -125,6 +127,11 @@ class Volume:
     def n_coils(self) -> int:
         return int(self.kspace.shape[1])
 
+    @property
+    def oversampling(self) -> int:
+        """Readout oversampling from the header (:func:`readout_oversampling`; 1 without one)."""
+        return readout_oversampling(self.header, int(self.kspace.shape[-2]))
+
     def prewhitened(self) -> "Volume":
         """This volume with k-space and stored maps prewhitened by its noise covariance (itself without one).
 
@@ -165,6 +172,8 @@ class VolumeInfo:
     #: Number of stored coil map sets (0: none, maps are estimated).
     n_maps: int = 0
     has_noise_covariance: bool = False
+    #: Readout oversampling from the header (:func:`readout_oversampling`).
+    oversampling: int = 1
 
     @property
     def has_maps(self) -> bool:
@@ -287,6 +296,31 @@ def build_ismrmrd_header(
                 _add(parameters, tag, repr(float(present[key])))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+def readout_oversampling(header: dict[str, Any], readout: int) -> int:
+    """Readout oversampling of a file: encodedSpace / reconSpace readout size of its header.
+
+    fastMRI knee and brain files encode 640 readout samples for a 320 recon matrix (2). A
+    header without both sizes (or no header), or a recon readout at least as long as the
+    encoded one (zero-filled interpolation, or a small matrix centred in fastMRI's 320 x 320),
+    means none (1): the image then spans the whole readout FOV and nothing is cropped.
+    Raises ValueError where the header and a k-space readout of ``readout`` samples
+    disagree, or the recon readout does not divide the encoded one.
+    """
+    if "encoded_shape" not in header or "recon_shape" not in header:
+        return 1
+    encoded, recon = header["encoded_shape"][0], header["recon_shape"][0]
+    if encoded != readout:
+        raise ValueError(f"the ISMRMRD header encodes a readout of {encoded} samples but 'kspace' has {readout}")
+    if recon >= encoded:
+        return 1
+    if recon < 1 or encoded % recon:
+        raise ValueError(
+            f"the ISMRMRD header's reconSpace readout ({recon}) does not divide its encodedSpace readout ({encoded}): "
+            "vnrecon needs a whole-number readout oversampling"
+        )
+    return encoded // recon
 
 
 def _find(root: ET.Element, path: Sequence[str]) -> str | None:
@@ -422,7 +456,8 @@ def write_volume(
     Sequence keywords default to ``volume.header``'s values, then to: 3 T, no
     TR/TE/TI/flip angle, fov_mm = (280, 280 * W / H, 3) (square pixels).
     recon_shape defaults to the shape of the given reconstruction, else
-    ``volume.header['recon_shape']``, else 320 x 320. compute_rss defaults to
+    ``volume.header['recon_shape']``, else (H, W) (no readout oversampling); its
+    readout must divide H (the oversampling, :func:`readout_oversampling`). compute_rss defaults to
     "no reconstruction given and no mask" (test-set style files with a mask carry
     no reconstruction, as in fastMRI). The file is written to a temporary file in
     the same directory and moved over ``path`` only when complete; on any error
@@ -448,8 +483,9 @@ def write_volume(
             raise ValueError(f"recon_shape {tuple(recon_shape)} does not match reconstruction_rss {rss.shape[1:]}")
         recon_shape = rss.shape[1:]
     if recon_shape is None:
-        recon_shape = tuple(header["recon_shape"][:2]) if "recon_shape" in header else FASTMRI_RECON_SHAPE
+        recon_shape = tuple(header["recon_shape"][:2]) if "recon_shape" in header else (readout, phase)
     recon_shape = (int(recon_shape[0]), int(recon_shape[1]))
+    readout_oversampling({"encoded_shape": (readout,), "recon_shape": recon_shape}, readout)  # ValueError if not whole
     if compute_rss is None:
         compute_rss = rss is None and mask is None
     if rss is None and compute_rss:
@@ -579,6 +615,10 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
             header = parse_ismrmrd_header(h5["ismrmrd_header"][()])
         except (ET.ParseError, ValueError, TypeError) as error:
             raise InputError(f"{path}: 'ismrmrd_header' is not valid ISMRMRD XML ({error})") from None
+    try:
+        oversampling = readout_oversampling(header, shape[2])
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from None
 
     attrs = {key: h5.attrs[key] for key in h5.attrs}
     return VolumeInfo(
@@ -594,6 +634,7 @@ def _inspect(path: Path, h5: h5py.File) -> VolumeInfo:
         attrs=attrs,
         n_maps=n_maps,
         has_noise_covariance=has_covariance,
+        oversampling=oversampling,
     )
 
 

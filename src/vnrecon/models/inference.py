@@ -35,13 +35,15 @@ def reconstruct_volume(
     kspace: np.ndarray,
     mask: np.ndarray,
     acs_lines: int = 24,
-    oversampling: int = 2,
+    oversampling: int = 1,
     where: str = "input",
     progress: bool = False,
     device: str | torch.device = "cpu",
     maps: np.ndarray | None = None,
 ) -> np.ndarray:
     """Images (slices, readout / oversampling, phase) complex64 from k-space (slices, coils, readout, phase).
+
+    ``oversampling`` is the file's readout oversampling (``Volume.oversampling``, from its header).
 
     ``kspace`` may be fully sampled or already undersampled; ``mask`` (phase,)
     is applied either way (a no-op on lines that are already zero). ``maps``

@@ -40,7 +40,6 @@ DEFAULTS = {
     "steps": None,
     "batch_size": 5,
     "seed": 0,
-    "oversampling": 2,
     "loss_eps": 1e-9,
     "validation": [],
 }
@@ -55,7 +54,6 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 5
     seed: int = 0
-    oversampling: int = 2
     loss_eps: float = 1e-9
     preset: str | None = None
     steps: int | None = None
@@ -82,7 +80,6 @@ class TrainConfig:
             "steps": self.steps,
             "batch_size": self.batch_size,
             "seed": self.seed,
-            "oversampling": self.oversampling,
             "loss_eps": self.loss_eps,
         }
 
@@ -141,7 +138,6 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         steps=merged["steps"],
         batch_size=merged["batch_size"],
         seed=merged["seed"],
-        oversampling=merged["oversampling"],
         loss_eps=float(merged["loss_eps"]),
         preset=preset,
     )

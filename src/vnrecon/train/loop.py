@@ -46,10 +46,9 @@ def reconstruction_loss(output: torch.Tensor, reference: torch.Tensor, eps: floa
     return (smooth_output - smooth_reference).square().sum(dim=(-2, -1))
 
 
-def reconstruct_batch(model, batch: dict, oversampling: int) -> torch.Tensor:
-    """Run the network on a collated batch; output on the readout-cropped grid, in normalised units."""
-    readout = batch["kspace"].shape[-2] // oversampling
-    return model(batch["kspace"], batch["maps"], batch["mask"], readout)
+def reconstruct_batch(model, batch: dict) -> torch.Tensor:
+    """Run the network on a collated batch; output on the reference's (readout-cropped) grid, in normalised units."""
+    return model(batch["kspace"], batch["maps"], batch["mask"], batch["reference"].shape[-2])
 
 
 class PreparedSlices:
@@ -147,13 +146,13 @@ def check_resumable(checkpoint_path: Path, trained_with: dict | None, now: dict)
         )
 
 
-def evaluate_slices(model, slices: PreparedSlices, batch_size: int, oversampling: int, device) -> tuple[float, float]:
+def evaluate_slices(model, slices: PreparedSlices, batch_size: int, device) -> tuple[float, float]:
     """Mean RMSE and SSIM (whole image, magnitude SSIM) of the network on prepared slices."""
     errors, similarities = [], []
     with torch.no_grad():
         for start in range(0, len(slices), batch_size):
             batch = to_device(slices.batch(range(start, min(start + batch_size, len(slices)))), device)
-            output = reconstruct_batch(model, batch, oversampling)
+            output = reconstruct_batch(model, batch)
             errors.append(nrmse(output, batch["reference"]))
             similarities.append(ssim(output, batch["reference"]))
     return float(torch.cat(errors).mean()), float(torch.cat(similarities).mean())
@@ -197,11 +196,11 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
         payload = load_checkpoint(checkpoint_path)
         check_resumable(checkpoint_path, payload.get("train_config"), saved_config)
 
-    train_set = SliceDataset(config.train, seed=config.seed, oversampling=config.oversampling, cache_dir=cache_dir)
+    train_set = SliceDataset(config.train, seed=config.seed, cache_dir=cache_dir)
     training = PreparedSlices(train_set, show, "training slices")
     validation = None
     if config.validation:
-        validation_set = SliceDataset(config.validation, seed=config.seed, oversampling=config.oversampling, cache_dir=cache_dir)
+        validation_set = SliceDataset(config.validation, seed=config.seed, cache_dir=cache_dir)
         validation = PreparedSlices(validation_set, show, "validation slices")
 
     torch.manual_seed(config.seed)
@@ -266,7 +265,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                 if batch is None:
                     loss = sum(parameter.sum() * 0 for parameter in model.parameters())
                 else:
-                    output = reconstruct_batch(model, batch, config.oversampling)
+                    output = reconstruct_batch(model, batch)
                     per_slice = reconstruction_loss(output, batch["reference"], config.loss_eps)
                     loss = per_slice.sum() / global_size
                     if not observed:  # first evaluation of the step: the logged training metrics
@@ -288,7 +287,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                     if batch is None:
                         loss = torch.zeros((), dtype=torch.float64)
                     else:
-                        output = reconstruct_batch(model, batch, config.oversampling)
+                        output = reconstruct_batch(model, batch)
                         loss = reconstruction_loss(output, batch["reference"], config.loss_eps).sum() / global_size
                     return group.sum_(loss)
 
@@ -307,7 +306,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
             "val_ssim": math.nan,
         }
         if validation is not None and lead:
-            row["val_rmse"], row["val_ssim"] = evaluate_slices(model, validation, config.batch_size, config.oversampling, device)
+            row["val_rmse"], row["val_ssim"] = evaluate_slices(model, validation, config.batch_size, device)
         row["seconds"] = time.perf_counter() - started
         history.append(row)
         if lead:

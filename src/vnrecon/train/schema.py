@@ -4,7 +4,7 @@
 file) and raises one ``InputError`` naming the config and the first key that
 is wrong. The data selections (``train``, ``validation``) are checked by
 ``vnrecon.data.selection.parse_selections``; everything else is here, so a
-string seed or an ``oversampling: 0`` is refused with a line instead of
+string seed or a ``batch_size: 0`` is refused with a line instead of
 failing minutes later inside the training.
 """
 
@@ -60,7 +60,6 @@ TOP: dict[str, Check] = {
     "steps": optional(integer(1)),
     "batch_size": integer(1),
     "seed": integer(0),
-    "oversampling": integer(1),
     "loss_eps": POSITIVE,
 }
 
@@ -77,6 +76,8 @@ def _check_keys(values: dict, schema: dict[str, Check], where: str, prefix: str 
 def check_config(values: dict, where: str) -> None:
     """Raise an InputError for the first key of the merged config that is unknown, of the wrong type or out of range."""
     known = set(TOP) | {"model", "optimizer", "train", "validation", "preset"}
+    if "oversampling" in values:
+        raise InputError(f"{where}: 'oversampling' is not a setting: each file's readout oversampling is read from its ISMRMRD header")
     unknown = sorted(set(values) - known)
     if unknown:
         raise InputError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
