@@ -53,13 +53,30 @@ def test_simulate_knee(knee_run):
     names = sorted(path.name for path in out.glob("*.h5"))
     assert names == ["knee_p000_CORPDFS_FBK.h5", "knee_p000_CORPD_FBK.h5"]
     assert read_header(out / "knee_p000_CORPD_FBK.h5").shape == (3, 4, 64, 48)
-    assert (out / "montage.png").is_file()
-    assert str(out) in printed and f"montage: {out / 'montage.png'}" in printed
+    montage = out.parent / f"{out.name}_montage.png"  # beside the folder: it holds only .h5 files
+    assert montage.is_file() and sorted(out.iterdir()) == sorted(out.glob("*.h5"))
+    assert str(out) in printed and f"montage: {montage}" in printed
     pattern = r"^\s+(CORPD_FBK|CORPDFS_FBK)\s+paper-style\s+([\d.]+)\s+tissue\s+([\d.]+)"
     snr = {name: (float(paper), float(tissue)) for name, paper, tissue in re.findall(pattern, printed, re.MULTILINE)}
     assert snr["CORPD_FBK"][0] / snr["CORPDFS_FBK"][0] == pytest.approx(4.0, rel=0.2)  # the paper's 80 : 20
     assert snr["CORPDFS_FBK"][1] == pytest.approx(knee.acquisition.PDFS_MUSCLE_SNR, abs=0.1)
     assert snr["CORPD_FBK"][1] > snr["CORPDFS_FBK"][1]
+
+
+def fastmri_opens_every_slice(folder):
+    """fastMRI's own SliceDataset (the reference loader) on one of our output folders: it opens every
+    file there as HDF5, so any other file in the folder breaks it. Its k-space must be ours."""
+    mri_data = pytest.importorskip("fastmri.data.mri_data", reason="fastmri not installed (make test installs it)")
+    dataset = mri_data.SliceDataset(folder, challenge="multicoil")
+    files = sorted(folder.glob("*.h5"))
+    assert len(dataset) == sum(read_header(path).n_slices for path in files)
+    kspace, _, target, attrs, name, index = dataset[0]
+    np.testing.assert_array_equal(kspace, read_volume(folder / name, [index]).kspace[0])
+    assert attrs["encoding_size"][0] == kspace.shape[-2]
+
+
+def test_fastmri_slicedataset_opens_the_knee_folder(knee_run):
+    fastmri_opens_every_slice(knee_run[0])
 
 
 def test_simulate_natural_and_info(knee_run, tmp_path, capsys):
@@ -72,7 +89,10 @@ def test_simulate_natural_and_info(knee_run, tmp_path, capsys):
     paths = sorted(out.glob("natural_variable_*.h5"))
     assert [path.name for path in paths] == [f"natural_variable_{i:03d}.h5" for i in range(3)]
     assert [read_header(path).n_slices for path in paths] == [2, 2, 1]
-    assert (out / "montage.png").is_file() and f"montage: {out / 'montage.png'}" in printed
+    montage = tmp_path / "natural_montage.png"
+    assert montage.is_file() and f"montage: {montage}" in printed
+    assert sorted(out.iterdir()) == paths
+    fastmri_opens_every_slice(out)
     assert "synthetic SNR:" in printed and "knee reference" in printed
     with h5py.File(paths[0]) as h5:
         assert h5.attrs["acquisition"] == "SYNTHETIC_VARIABLE" and h5.attrs["seed"] == 4

@@ -194,7 +194,8 @@ def test_dataset_files_montage_and_patient_independence(tmp_path):
         "knee_p001_CORPDFS_FBK.h5",
     ]
     assert calls == [(1, 2), (2, 2)]
-    montage = tmp_path / "two" / "montage.png"
+    montage = tmp_path / "two_montage.png"
+    assert sorted((tmp_path / "two").iterdir()) == sorted(paths)  # the data folder holds only the .h5 files
     assert montage.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     volume = read_volume(paths[1])
     assert volume.acquisition == "CORPDFS_FBK" and volume.patient_id == "sim000"
@@ -205,7 +206,7 @@ def test_dataset_files_montage_and_patient_independence(tmp_path):
     # Patient k does not depend on how many patients are drawn.
     single = knee.simulate_knee_dataset(tmp_path / "one", 1, 3, seed=0, matrix=(64, 32), n_coils=4, montage=False)
     np.testing.assert_array_equal(read_volume(single[0]).kspace, read_volume(paths[0]).kspace)
-    assert not (tmp_path / "one" / "montage.png").exists()
+    assert not (tmp_path / "one_montage.png").exists()
 
 
 @pytest.mark.parametrize("matrix", [(130, 48), (128, 47), (8, 8)])

@@ -89,7 +89,9 @@ def rms(kspace):
 
 def test_files_shapes_and_attributes(high):
     assert [path.name for path in high] == ["natural_high_000.h5", "natural_high_001.h5"]
-    assert (high[0].parent / "montage.png").stat().st_size > 10_000
+    folder = high[0].parent
+    assert (folder.parent / f"{folder.name}_montage.png").stat().st_size > 10_000
+    assert sorted(folder.iterdir()) == high
     for index, (path, n_slices) in enumerate(zip(high, (PER_FILE, 6 - PER_FILE))):
         info = read_header(path)
         assert info.shape == (n_slices, COILS, *MATRIX)

@@ -16,7 +16,7 @@ def _run_simulate_knee(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vnrecon.data import knee
-    from vnrecon.data.fastmri import read_header
+    from vnrecon.data.fastmri import montage_path, read_header
     from vnrecon.data.natural import KNEE_HIGH, KNEE_LOW, measure_knee_reference
 
     patients = positive(args.patients, "--patients")
@@ -44,9 +44,8 @@ def _run_simulate_knee(args: argparse.Namespace) -> int:
         f"wrote {len(paths)} files ({patients} patient(s) x {KNEE_HIGH} + {KNEE_LOW}, {slices} slices, "
         f"{coils} coils, k-space {matrix[0]} x {matrix[1]}) to {out}: {file_range(paths)}"
     )
-    montage = out / "montage.png"
-    if montage.is_file():
-        print(f"montage: {montage}")
+    if montage_path(out).is_file():
+        print(f"montage: {montage_path(out)}")
     n_central = min(20, slices)
     infos = [read_header(path) for path in paths]
     tissue = {
@@ -91,8 +90,8 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
     import h5py
     import numpy as np
 
+    from vnrecon.data.fastmri import montage_path
     from vnrecon.data.photos import default_image_source
-
     snrs, sources = [], set()
     with h5py.File(paths[0], "r") as h5:
         high, low = float(h5.attrs["snr_reference_high"]), float(h5.attrs["snr_reference_low"])
@@ -104,9 +103,8 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
     print(f"wrote {len(paths)} files ({count} synthetic slices, SNR {args.snr}) to {out}: {file_range(paths)}")
     where = args.images if args.images is not None else default_image_source()
     print(f"images: {len(sources)} distinct source images from {where}; generating coil maps stored in each file")
-    montage = out / "montage.png"
-    if montage.is_file():
-        print(f"montage: {montage}")
+    if montage_path(out).is_file():
+        print(f"montage: {montage_path(out)}")
     print(f"knee reference from {maps_from}: SNR PDw {high:.1f}, PDw-FS {low:.1f}, noise sigma {sigma:.3g}")
     if args.snr == "variable":
         print(f"synthetic SNR: {min(snrs):.1f} .. {max(snrs):.1f} (uniform per image), noise sigma {sigma:.3g}")
@@ -152,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Simulate N numerical knee patients and write, per patient, one fully sampled\n"
             "fastMRI-layout file per sequence: DIR/knee_pNNN_CORPD_FBK.h5 (PDw) and\n"
             "DIR/knee_pNNN_CORPDFS_FBK.h5 (PDw-FS), S coronal slices each, C coils, with the\n"
-            "receiver noise covariance (loaders prewhiten with it), plus DIR/montage.png.\n"
+            "receiver noise covariance (loaders prewhiten with it), plus DIR_montage.png\n"
+            "beside DIR (DIR holds only .h5 files, as fastMRI's loader expects).\n"
             "The noise is calibrated on the image: muscle SNR 25 in PDw-FS, and a paper-style\n"
             "SNR (rms(k-space) / noise std) 4 times higher in PDw than in PDw-FS (the paper's\n"
             "80 : 20). Matrices with fewer than 368 phase lines use a proportionally smaller\n"
@@ -211,8 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "\n"
             "Writes DIR/natural_<snr>_NNN.h5 (F slices each, acquisition SYNTHETIC_<SNR>,\n"
             "patient id natNNN; the true noise sigma and per-slice SNR, phase parameters,\n"
-            "source image and map slice are file attributes) and DIR/montage.png (magnitude\n"
-            "and phase of the coil-combined first images). Output is deterministic per seed.\n"
+            "source image and map slice are file attributes) and DIR_montage.png beside DIR\n"
+            "(magnitude and phase of the coil-combined first images). Output is deterministic per seed.\n"
             "Images: scikit-image's sample photographs (astronaut, camera, coffee, chelsea,\n"
             "rocket, coins, moon, brick, grass, gravel, clock, immunohistochemistry, retina,\n"
             "cell, motorcycle), or every PNG/JPEG/TIFF/BMP file in --images (e.g. BSDS500)."

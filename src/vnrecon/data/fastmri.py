@@ -744,6 +744,14 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
     )
 
 
+def montage_path(folder: str | Path) -> Path:
+    """Where a simulation's preview image of ``folder`` goes: beside the folder (``<folder>_montage.png``),
+    never inside it, so a folder of ours holds only .h5 files (fastMRI's SliceDataset opens every file
+    in its folder as HDF5)."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}_montage.png"
+
+
 #: HDF5 attribute of every simulated file: the settings it was made with (JSON).
 SIMULATION_ATTR = "simulation"
 

@@ -113,7 +113,7 @@ and per slice ``source_image``, ``map_source`` (``file.h5:slice``),
 ``phase_amplitude``, ``phase_frequency`` ((fx, fy) cycles per FOV) and
 ``phase_offset``. Output is deterministic per seed, and image ``i`` (its
 source, view, phase, maps and noise) does not depend on ``count``. A PNG
-``montage.png`` in ``out_dir`` shows the magnitude and phase of the
+beside ``out_dir`` (``<out_dir>_montage.png``, so the folder stays all HDF5) shows the magnitude and phase of the
 coil-combined image (``sum_c conj(S_c) ifft2c(f_c)``, full oversampled FOV)
 of the first few images. Existing files of the same name are overwritten;
 other files are left alone.
@@ -135,7 +135,7 @@ from ..files import atomic_write
 from ..physics.espirit import espirit_maps
 from ..physics.fft import fft2c, ifft2c
 from ..physics.noise import add_complex_noise, estimate_noise_sigma
-from .fastmri import SIMULATION_ATTR, Volume, claim_simulation_folder, read_header, read_volume, write_volume
+from .fastmri import SIMULATION_ATTR, Volume, claim_simulation_folder, montage_path, read_header, read_volume, write_volume
 from .photos import default_images, load_images
 from .selection import SNR_SLICES, central_slices
 
@@ -512,7 +512,7 @@ def simulate_natural_dataset(
 
     Parameters
     ----------
-    out_dir: output folder (created); files ``natural_<snr>_NNN.h5`` and ``montage.png``.
+    out_dir: output folder (created); files ``natural_<snr>_NNN.h5``, and ``<out_dir>_montage.png`` beside it.
     maps_from: folder of fully sampled fastMRI-layout knee files with both CORPD_FBK
         and CORPDFS_FBK acquisitions (e.g. from :func:`vnrecon.data.knee.simulate_knee_dataset`):
         source of the coil maps, the matrix, the noise level and the two reference SNRs.
@@ -524,7 +524,7 @@ def simulate_natural_dataset(
     progress: called as ``progress(done, count)`` after each image.
     slices_per_file: images per output file (the last file may hold fewer).
     map_crop: ESPIRiT eigenvalue crop of the maps (0: maps over the whole FOV).
-    montage: write ``montage.png``.
+    montage: write the montage (``fastmri.montage_path``).
 
     Returns the written .h5 paths in order. Raises InputError for bad arguments,
     a knee folder without both acquisitions, or an image folder without images.
@@ -588,5 +588,5 @@ def simulate_natural_dataset(
         aspect = 1.0
         if reference.fov_mm is not None and reference.fov_mm[0] > 0 and reference.fov_mm[1] > 0:
             aspect = (reference.fov_mm[0] / readout) / (reference.fov_mm[1] / phase)
-        _save_montage(out_dir / "montage.png", panels, aspect)
+        _save_montage(montage_path(out_dir), panels, aspect)
     return paths

@@ -11,6 +11,7 @@ step is skipped when its output exists, so an interrupted demo resumes.
 from pathlib import Path
 
 from ..data.knee import DEFAULT_MATRIX, simulate_knee_dataset
+from ..data.fastmri import montage_path
 from ..data.selection import Selection
 from ..eval.evaluate import EvaluationRequest, markdown_table, pivot_markdown, run_evaluation, summarise
 from ..eval.figures import plot_filters_and_activations, plot_training_curves
@@ -121,7 +122,7 @@ def _write_report(out_dir: Path, data: Path, runs: list[Path], results: dict, pi
     for run in runs:
         report.image(run / "filters.png", f"{run.name}: learned filters (real, imaginary) and activations per stage")
     report.heading("Simulated data")
-    report.image(data / "montage.png", "central slices of the simulated patients")
+    report.image(montage_path(data), "central slices of the simulated patients")
     return report.write(out_dir / "report.html")
 
 
@@ -134,7 +135,7 @@ def run_demo(out_dir: str | Path, say=print) -> str:
         say(f"[1/4] simulating {PATIENTS} knee patients x {SLICES} slices, PDw and PDw-FS, "
             f"{DEFAULT_MATRIX[0]}x{DEFAULT_MATRIX[1]} k-space, 15 coils")
         simulate_knee_dataset(data, PATIENTS, SLICES, seed=0, matrix=DEFAULT_MATRIX)
-    say(f"      montage of the simulated data: {data / 'montage.png'}")
+    say(f"      montage of the simulated data: {montage_path(data)}")
 
     runs = _train_all(out_dir, data, cache, say)
     results = _evaluate_all(out_dir, data, cache, runs, say)

@@ -96,13 +96,13 @@ def simulate_knee_dataset(
     (:func:`calibration_maps`, as a vendor SENSE reference scan),
     TR / TE / field strength / FOV in the ISMRMRD header, and a
     ``reconstruction_rss`` on the readout-cropped matrix (H / 2, W). ``progress(done,
-    total)`` is called after each patient. With ``montage`` a PNG
-    ``out_dir/montage.png`` shows RSS images of three central slices (3 apart)
+    total)`` is called after each patient. With ``montage`` a PNG beside the folder
+    (``fastmri.montage_path``: ``<out_dir>_montage.png``) shows RSS images of three central slices (3 apart)
     of the first two patients, one row per patient: PDw slices, then PDw-FS
     slices side by side. Returns the written .h5 paths
     (patient-major, PDw first).
     """
-    from ..fastmri import Volume, write_volume
+    from ..fastmri import Volume, montage_path, write_volume
 
     out_dir = Path(out_dir)
     grid = _Grid(check_matrix(matrix), (float(fov_mm[0]), float(fov_mm[1])))
@@ -157,6 +157,6 @@ def simulate_knee_dataset(
             progress(patient + 1, n_patients)
     if montage and panels:
         save_montage(
-            out_dir / "montage.png", panels, n_cols=2 * len(show), pixel_aspect=grid.pixel_mm[0] / grid.pixel_mm[1]
+            montage_path(out_dir), panels, n_cols=2 * len(show), pixel_aspect=grid.pixel_mm[0] / grid.pixel_mm[1]
         )
     return paths
