@@ -144,6 +144,18 @@ def _header_edit(old: str, new: str):
     return edit
 
 
+def _cfl(tmp: Path, shape=(64, 48, 1, 4), dims: str | None = None, cut: int = 0, value=1.0) -> str:
+    """A BART k-space pair tmp/k.cfl + k.hdr; ``dims`` overwrites the header, ``cut`` drops bytes from the data."""
+    from vnrecon.data.cfl import write_cfl
+
+    path = write_cfl(tmp / "k.cfl", np.full(shape, value, np.complex64))
+    if dims is not None:
+        (tmp / "k.hdr").write_text(f"# Dimensions\n{dims}\n")
+    if cut:
+        path.write_bytes(path.read_bytes()[:-cut])
+    return str(path)
+
+
 def _kspace(world):
     with h5py.File(world["knee"]) as h5:
         return h5["kspace"][()]
@@ -209,6 +221,24 @@ CASES = [
     ("recon-input-all-zero", lambda w, t: _recon(w, t, source=_knee_variant(w, t, _replace("kspace", _kspace(w) * 0))), "variant.h5"),
     ("recon-input-bad-covariance", lambda w, t: _recon(w, t, source=_knee_variant(
         w, t, _replace("noise_covariance", -np.eye(4, dtype=np.complex64)))), "variant.h5"),
+    # ---- convert
+    ("convert-missing", lambda w, t: ["convert", str(t / "none.h5"), "--to", str(t / "o.cfl")], "none.h5: file not found"),
+    ("convert-not-raw-data", lambda w, t: ["convert", _mask(t, "notes.txt", "hello"), "--to", str(t / "o.h5")], "notes.txt: not a raw-data file"),
+    ("convert-cfl-size-mismatch", lambda w, t: ["convert", _cfl(t, dims="64 48 1 4 1 1 1 1 1 1 1 1 1 2"), "--to", str(t / "o.h5")],
+     "k.cfl: holds"),
+    ("convert-cfl-truncated", lambda w, t: ["convert", _cfl(t, cut=8), "--to", str(t / "o.h5")], "k.cfl: holds"),
+    ("convert-cfl-no-header", lambda w, t: (_cfl(t), (t / "k.hdr").unlink())[0] and ["convert", str(t / "k.cfl"), "--to", str(t / "o.h5")],
+     "k.hdr: file not found"),
+    ("convert-cfl-header-garbage", lambda w, t: ["convert", _cfl(t, dims="sixty four"), "--to", str(t / "o.h5")], "k.hdr: not a BART header"),
+    ("convert-cfl-3d", lambda w, t: ["convert", _cfl(t, shape=(16, 8, 4, 2)), "--to", str(t / "o.h5")], "k.cfl: 3-D k-space"),
+    ("convert-cfl-nan", lambda w, t: ["convert", _cfl(t, value=np.nan), "--to", str(t / "o.h5")], "k.cfl: contains NaN"),
+    ("convert-oversampling-does-not-divide", lambda w, t: ["convert", _cfl(t), "--to", str(t / "o.h5"), "--oversampling", "5"],
+     "--oversampling 5 does not divide"),
+    ("convert-oversampling-0", lambda w, t: ["convert", _cfl(t), "--to", str(t / "o.h5"), "--oversampling", "0"], "--oversampling"),
+    ("convert-unknown-output", lambda w, t: ["convert", str(w["knee"]), "--to", str(t / "o.nii")], "o.nii: unknown output format"),
+    ("convert-out-is-input", lambda w, t: ["convert", str(w["knee"]), "--to", str(w["knee"])], "K.h5"),
+    ("convert-cfl-out-is-input", lambda w, t: ["convert", _cfl(t), "--to", str(t / "k.cfl")], "k.cfl"),
+    ("convert-nan-kspace", lambda w, t: ["convert", _knee_variant(w, t, _replace("kspace", _kspace(w) * np.nan)), "--to", str(t / "o.cfl")], "variant.h5"),
     # ---- train: the config file
     ("train-config-missing", lambda w, t: _train(w, t, config=str(t / "none.yaml")), "none.yaml"),
     ("train-config-not-yaml", lambda w, t: _train(w, t, config=_mask(t, "c.yaml", "train: [unclosed\n")), "c.yaml"),

@@ -1,6 +1,6 @@
 """Command-line interface: ``vnrecon COMMAND [options]``, one job per command.
 
-One module per command (``info``, ``simulate``, ``train``, ``recon``, ``inspect``,
+One module per command (``info``, ``convert``, ``simulate``, ``train``, ``recon``, ``inspect``,
 ``evaluate``, ``demo``, ``study``; ``train`` also holds ``preset``): its
 ``register(subparsers)`` adds the subparser (help text, arguments) and sets
 ``func`` to the module's ``_run...(args) -> int``. Shared option checks and the
@@ -32,12 +32,13 @@ from vnrecon.errors import InputError
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "3000")
 
-from . import demo, evaluate, info, inspect, recon, simulate, study, train
+from . import convert, demo, evaluate, info, inspect, recon, simulate, study, train
 from .common import EXIT_USAGE, PROG, HelpFormatter, report
 
 # Register functions, in the order the commands are listed in ``vnrecon --help``.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     info.register,
+    convert.register,
     simulate.register,
     train.register,
     train.register_preset,

@@ -1,0 +1,62 @@
+"""`vnrecon convert`: raw data from one format to another."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vnrecon.files import check_destination
+
+from .common import HelpFormatter, positive
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from vnrecon.data.cfl import cfl_pair
+    from vnrecon.data.formats import read_raw, write_raw
+
+    inputs = [args.input, *cfl_pair(args.input)]
+    check_destination(args.to, inputs=inputs)
+    if args.to.suffix == ".cfl":
+        for part in cfl_pair(args.to):
+            check_destination(part, inputs=inputs)
+    volume = read_raw(args.input, positive(args.oversampling, "--oversampling"), args.acquisition, args.patient_id)
+    written = write_raw(args.to, volume)
+    slices, coils, readout, phase = volume.kspace.shape
+    notes = []
+    if volume.mask is not None:
+        notes.append(f"undersampled, {int(volume.mask.sum())} of {phase} lines")
+    if volume.noise_covariance is not None and args.to.suffix == ".cfl":
+        notes.append("prewhitened with the file's noise covariance")
+    notes.append(f"readout oversampling {volume.oversampling}x")
+    print(f"{args.input} -> {', '.join(str(path) for path in written)}: {slices} slices, {coils} coils, "
+          f"k-space {readout} x {phase} ({'; '.join(notes)})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert raw k-space between fastMRI HDF5 and BART .cfl",
+        description=(
+            "Convert multi-coil 2-D Cartesian k-space from IN to OUT; the formats are\n"
+            "recognised from the input's content and the output's suffix:\n"
+            "  .h5   fastMRI multi-coil layout (as read by every vnrecon command), with the\n"
+            "        input's coil maps, mask and noise covariance when it has them\n"
+            "  .cfl  BART array OUT.cfl + OUT.hdr, dims [readout, phase, 1, coils, 1, ...,\n"
+            "        slices in dim 13]; prewhitened when the input has a noise covariance;\n"
+            "        stored coil maps go to OUT_maps.cfl (BART's ecalib layout)\n"
+            "BART input (NAME, NAME.cfl or NAME.hdr) carries no header: --oversampling says\n"
+            "how much of the readout FOV is oversampling, and zero-filled phase lines become\n"
+            "the file's mask (an undersampled acquisition).\n"
+            "\n"
+            "Example: vnrecon convert knee.h5 --to knee.cfl && bart ecalib knee maps"
+        ),
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("input", type=Path, metavar="IN", help="raw data: fastMRI .h5 or BART NAME[.cfl|.hdr]")
+    parser.add_argument("--to", required=True, type=Path, metavar="OUT", help="output file: OUT.h5 or OUT.cfl")
+    parser.add_argument("--oversampling", type=int, default=1, metavar="N",
+                        help="readout oversampling of BART input (default: 1; fastMRI knee raw data: 2)")
+    parser.add_argument("--acquisition", default="", metavar="NAME", help="acquisition name for BART input, e.g. CORPD_FBK")
+    parser.add_argument("--patient-id", default="", metavar="ID", help="patient id for BART input (default: the file name)")
+    parser.set_defaults(func=_run_convert)
