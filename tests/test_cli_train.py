@@ -40,6 +40,14 @@ def test_train_recon_inspect(knee_folder, tmp_path, capsys):
         assert np.isfinite(h5["reconstruction"][()]).all()
         assert h5.attrs["acquisition"] == "CORPD_FBK"
     assert out.with_suffix(".png").is_file()
+    # The same reconstruction as a BART pair: column-major complex64 [readout, phase, 1, ..., slices in dim 13].
+    as_cfl = tmp_path / "recon.cfl"
+    assert main(["recon", "--model", str(run), "--in", str(source), "--out", str(as_cfl), "--acs-lines", str(KNEE_ACS), "--format", "cfl"]) == 0
+    dims = [int(size) for size in (tmp_path / "recon.hdr").read_text().splitlines()[1].split()]
+    assert dims == [readout // 2, phase] + [1] * 11 + [slices, 1, 1]
+    raw = np.fromfile(as_cfl, dtype="<c8").reshape(slices, phase, readout // 2).transpose(0, 2, 1)  # numpy, not our reader
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(raw, h5["reconstruction_complex"][()])
 
     assert main(["inspect", str(run)]) == 0
     assert (run / "filters.png").is_file() and (run / "curves.png").is_file()

@@ -42,6 +42,12 @@ def _run_recon(args: argparse.Namespace) -> int:
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
     check_destination(args.out, inputs=[args.input, args.model])
+    if args.format == "cfl":
+        from vnrecon.data.cfl import cfl_pair
+
+        if args.out.suffix != ".cfl":
+            raise InputError(f"{args.out}: --format cfl writes a BART pair NAME.cfl + NAME.hdr; name the output NAME.cfl")
+        check_destination(cfl_pair(args.out)[0], inputs=[args.input, args.model])
     device_option(args.device)
     if args.png:
         check_destination(args.out.with_suffix(".png"), inputs=[args.input])
@@ -66,7 +72,12 @@ def _run_recon(args: argparse.Namespace) -> int:
         model, volume.kspace, np.asarray(mask, bool), args.acs_lines, volume.oversampling, where=str(args.input),
         progress=True, device=args.device, maps=volume.slice_maps(),
     )
-    _write_reconstruction(args.out, images, volume, checkpoint, np.asarray(mask, bool))
+    if args.format == "cfl":
+        from vnrecon.data.cfl import images_to_bart, write_cfl
+
+        write_cfl(args.out, images_to_bart(images))
+    else:
+        _write_reconstruction(args.out, images, volume, checkpoint, np.asarray(mask, bool))
     print(f"reconstructed {images.shape[0]} slices of {args.input} ({how}) -> {args.out}")
     if args.png:
         png = save_image_grid(
@@ -87,20 +98,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "undersampled (a 'mask' dataset, as in the fastMRI test set) are used as they\n"
             "are. A file's 'noise_covariance' prewhitens the data first. Coil maps: the\n"
             "file's own 'maps' when it stores them, else ESPIRiT from the ACS lines.\n"
-            "Writes OUT.h5 with 'reconstruction'\n"
+            "--format h5 (default) writes OUT.h5 with 'reconstruction'\n"
             "(slices, recon matrix) float32 magnitude as in fastMRI submissions, plus\n"
             "'reconstruction_complex' on the readout-cropped grid (the file's readout\n"
             "oversampling, encoded / recon readout of its ISMRMRD header, is removed) and\n"
-            "the 'mask' used."
+            "the 'mask' used. --format cfl writes the complex images as a BART pair\n"
+            "OUT.cfl + OUT.hdr, dims [readout, phase, 1, 1, ..., slices in dim 13]."
         ),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", required=True, type=Path, metavar="RUN_DIR", help="run folder (or checkpoint file)")
     parser.add_argument("--in", dest="input", required=True, type=Path, metavar="FILE.h5", help="input k-space")
-    parser.add_argument("--out", required=True, type=Path, metavar="OUT.h5", help="output file")
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT.h5|OUT.cfl", help="output file")
     parser.add_argument("--mask", default="regular", metavar="regular|random|FILE", help="sampling mask for fully sampled input (default: regular)")
     parser.add_argument("--acceleration", type=int, default=4, metavar="R", help="acceleration of the mask (default: 4)")
     parser.add_argument("--acs-lines", type=int, default=24, metavar="L", help="fully sampled centre lines (default: 24)")
+    parser.add_argument("--format", choices=("h5", "cfl"), default="h5", help="output format (default: h5)")
     parser.add_argument("--png", action="store_true", help="also write OUT.png with all slices")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.set_defaults(func=_run_recon)
