@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vnrecon.files import check_destination
 
-from .common import HelpFormatter, positive
+from .common import HelpFormatter, non_negative, positive
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -19,7 +19,8 @@ def _run_convert(args: argparse.Namespace) -> int:
     if args.to.suffix == ".cfl":
         for part in cfl_pair(args.to):
             check_destination(part, inputs=inputs)
-    volume = read_raw(args.input, positive(args.oversampling, "--oversampling"), args.acquisition, args.patient_id)
+    repetition = None if args.repetition is None else non_negative(args.repetition, "--repetition")
+    volume = read_raw(args.input, positive(args.oversampling, "--oversampling"), args.acquisition, args.patient_id, repetition)
     written = write_raw(args.to, volume)
     slices, coils, readout, phase = volume.kspace.shape
     notes = []
@@ -36,10 +37,13 @@ def _run_convert(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert raw k-space between fastMRI HDF5 and BART .cfl",
+        help="convert raw k-space (ISMRMRD, fastMRI HDF5, BART .cfl) to fastMRI HDF5 or BART .cfl",
         description=(
             "Convert multi-coil 2-D Cartesian k-space from IN to OUT; the formats are\n"
-            "recognised from the input's content and the output's suffix:\n"
+            "recognised from the input's content and the output's suffix. Inputs: fastMRI\n"
+            "multi-coil .h5, ISMRMRD .h5 (Cartesian 2-D; noise scans give the noise\n"
+            "covariance, embedded calibration lines join the k-space, the measured lines\n"
+            "give the mask, the header the readout oversampling) and BART arrays. Outputs:\n"
             "  .h5   fastMRI multi-coil layout (as read by every vnrecon command), with the\n"
             "        input's coil maps, mask and noise covariance when it has them\n"
             "  .cfl  BART array OUT.cfl + OUT.hdr, dims [readout, phase, 1, coils, 1, ...,\n"
@@ -53,10 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("input", type=Path, metavar="IN", help="raw data: fastMRI .h5 or BART NAME[.cfl|.hdr]")
+    parser.add_argument("input", type=Path, metavar="IN", help="raw data: ISMRMRD .h5, fastMRI .h5 or BART NAME[.cfl|.hdr]")
     parser.add_argument("--to", required=True, type=Path, metavar="OUT", help="output file: OUT.h5 or OUT.cfl")
     parser.add_argument("--oversampling", type=int, default=1, metavar="N",
                         help="readout oversampling of BART input (default: 1; fastMRI knee raw data: 2)")
     parser.add_argument("--acquisition", default="", metavar="NAME", help="acquisition name for BART input, e.g. CORPD_FBK")
     parser.add_argument("--patient-id", default="", metavar="ID", help="patient id for BART input (default: the file name)")
+    parser.add_argument("--repetition", type=int, default=None, metavar="N",
+                        help="ISMRMRD input: convert only repetition N (default: all, as slices)")
     parser.set_defaults(func=_run_convert)

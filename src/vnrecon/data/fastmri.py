@@ -335,7 +335,8 @@ def parse_ismrmrd_header(xml: str | bytes) -> dict[str, Any]:
     Keys: encoded_shape, recon_shape (x, y, z) ints; fov_mm, recon_fov_mm (x, y, z)
     floats; pe_min, pe_max, pe_center (kspace_encoding_step_1); padding_left,
     padding_right (as fastMRI's loader computes them); field_strength_T, TR_ms,
-    TE_ms, TI_ms, flip_angle_deg (first value where ISMRMRD lists several).
+    TE_ms, TI_ms, flip_angle_deg (first value where ISMRMRD lists several); trajectory,
+    calibration_mode (parallelImaging), protocol, patient_id (text).
     """
     root = ET.fromstring(xml)
     header: dict[str, Any] = {}
@@ -371,6 +372,16 @@ def parse_ismrmrd_header(xml: str | bytes) -> dict[str, Any]:
         value = _find(root, path)
         if value is not None:
             header[key] = float(value)
+    texts = [
+        ("trajectory", ["encoding", "trajectory"]),
+        ("calibration_mode", ["encoding", "parallelImaging", "calibrationMode"]),
+        ("protocol", ["measurementInformation", "protocolName"]),
+        ("patient_id", ["subjectInformation", "patientID"]),
+    ]
+    for key, path in texts:
+        value = _find(root, path)
+        if value:
+            header[key] = value
     return header
 
 

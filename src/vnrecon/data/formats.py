@@ -3,6 +3,8 @@
 ``read_raw(path)`` recognises a file by what it holds, not only by its name:
 
 * fastMRI multi-coil HDF5 (a ``kspace`` dataset): :mod:`vnrecon.data.fastmri`;
+* ISMRMRD raw data (HDF5 with ``dataset/xml`` and ``dataset/data``):
+  :mod:`vnrecon.data.ismrmrd_raw`, with its noise scans as the noise covariance;
 * BART ``NAME.cfl`` / ``NAME.hdr``: :mod:`vnrecon.data.cfl`; BART arrays carry no
   header, so the readout oversampling is an option (default 1: the image fills
   the readout FOV).
@@ -24,29 +26,41 @@ import numpy as np
 from ..errors import InputError
 from . import cfl
 from .fastmri import Volume, read_volume, write_volume
+from .ismrmrd_raw import is_ismrmrd, read_ismrmrd
 
-RAW_FORMATS = ("fastMRI HDF5 (.h5)", "BART (.cfl/.hdr)")
+RAW_FORMATS = ("fastMRI HDF5 (.h5)", "ISMRMRD (.h5)", "BART (.cfl/.hdr)")
 OUTPUT_SUFFIXES = (".h5", ".cfl")
 
 
 def raw_format(path: str | Path) -> str:
-    """'cfl' or 'fastmri' for a raw-data input; an InputError naming the file for anything else."""
+    """'cfl', 'ismrmrd' or 'fastmri' for a raw-data input; an InputError naming the file for anything else."""
     path = Path(path)
     if cfl.is_cfl(path):
         return "cfl"
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_file() and h5py.is_hdf5(path):
+        if is_ismrmrd(path):
+            return "ismrmrd"
         return "fastmri"  # read_volume names what is missing from an HDF5 file that is not ours
     raise InputError(f"{path}: not a raw-data file vnrecon reads ({', '.join(RAW_FORMATS)})")
 
 
-def read_raw(path: str | Path, oversampling: int = 1, acquisition: str = "", patient_id: str = "") -> Volume:
+def read_raw(
+    path: str | Path, oversampling: int = 1, acquisition: str = "", patient_id: str = "", repetition: int | None = None
+) -> Volume:
     """The volume in ``path`` (any format of ``RAW_FORMATS``). ``oversampling``, ``acquisition`` and
-    ``patient_id`` describe formats that do not record them (BART); files that do keep their own."""
+    ``patient_id`` describe formats that do not record them (BART; an ISMRMRD file without a protocol
+    name or patient id takes the given ones); ``repetition`` picks one repetition of an ISMRMRD file."""
     path = Path(path)
-    if raw_format(path) == "fastmri":
+    kind = raw_format(path)
+    if kind == "fastmri":
         return read_volume(path)
+    if kind == "ismrmrd":
+        volume = read_ismrmrd(path, repetition)
+        volume.acquisition = volume.acquisition or acquisition
+        volume.patient_id = patient_id or volume.patient_id
+        return volume
     kspace = cfl.kspace_from_bart(cfl.read_cfl(path), cfl.cfl_pair(path)[1])
     readout, phase = kspace.shape[-2:]
     if oversampling < 1 or readout % oversampling:
