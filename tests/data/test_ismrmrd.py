@@ -10,6 +10,8 @@ import torch
 
 from tests.conftest import multicoil_slice
 from vnrecon.cli import main
+from vnrecon.data.dataset import SliceDataset
+from vnrecon.data.selection import Selection
 from vnrecon.data.fastmri import build_ismrmrd_header, read_volume
 from vnrecon.data.ismrmrd_raw import read_ismrmrd
 from vnrecon.errors import InputError
@@ -159,3 +161,18 @@ def test_a_truncated_file_is_one_line(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "cut.h5"), "--to", str(tmp_path / "o.h5")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vnrecon: error: ") and "cut.h5" in lines[0]
+
+
+@needs_generator
+def test_commands_and_selections_take_ismrmrd_files_directly(tmp_path, capsys):
+    raw, converted = tmp_path / "raw", tmp_path / "converted"
+    raw.mkdir(), converted.mkdir()
+    path = generate(raw, "scan.h5", "-C", "-n", 0.02)
+    assert main(["convert", str(path), "--to", str(converted / "scan.h5")]) == 0
+    assert main(["info", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "readout oversampling 2x" in printed and "covariance stored" in printed
+    direct = SliceDataset([Selection(data=str(raw), acs_lines=16)], cache_dir=tmp_path / "cache")[0]
+    via_file = SliceDataset([Selection(data=str(converted), acs_lines=16)], cache_dir=tmp_path / "cache")[0]
+    for key in ("kspace", "maps", "reference"):
+        np.testing.assert_array_equal(direct[key].numpy(), via_file[key].numpy())

@@ -53,12 +53,18 @@ recon matrix is 2x oversampled, the simulators store the readout-cropped
 matrix (H // 2, W), and a file written without a recon matrix gets (H, W), no
 oversampling, so no command crops away part of its image.
 
+ISMRMRD raw data files (``dataset/xml`` + ``dataset/data``) are read too, through
+:mod:`vnrecon.data.ismrmrd_raw`, so every command and data selection takes them
+as they are; each is read whole (the last two are kept in memory), so
+``vnrecon convert`` them once for repeated training on large data.
+
 Every read error raises :class:`vnrecon.errors.InputError` whose message
 starts with the file path.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
@@ -683,10 +689,36 @@ def _read_maps(path: Path, h5: h5py.File, indices: list[int]) -> tuple[np.ndarra
 
 
 def read_header(path: str | Path) -> VolumeInfo:
-    """Metadata and layout checks only; k-space is not read. Raises InputError."""
+    """Metadata and layout checks only; k-space is not read (except from ISMRMRD files). Raises InputError."""
     path = Path(path)
     with _open(path) as h5:
-        return _inspect(path, h5)
+        if not _holds_ismrmrd(h5):
+            return _inspect(path, h5)
+    volume = _ismrmrd_volume(path)
+    return VolumeInfo(
+        path=path, shape=volume.kspace.shape, dtype=volume.kspace.dtype, acquisition=volume.acquisition,
+        patient_id=volume.patient_id, header=volume.header, has_mask=volume.mask is not None, has_rss=False,
+        mask=volume.mask, attrs={}, has_noise_covariance=volume.noise_covariance is not None,
+        oversampling=volume.oversampling,
+    )  # fmt: skip
+
+
+def _holds_ismrmrd(h5: h5py.File) -> bool:
+    group = h5.get("dataset")
+    return "kspace" not in h5 and isinstance(group, h5py.Group) and "xml" in group and "data" in group
+
+
+def _ismrmrd_volume(path: Path) -> Volume:
+    """An ISMRMRD file read as a volume (``ismrmrd_raw``), the last two kept: a dataset reads one slice at a time."""
+    stat = path.stat()
+    return _cached_ismrmrd(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_ismrmrd(path: Path, mtime_ns: int, size: int) -> Volume:
+    from .ismrmrd_raw import read_ismrmrd  # imports this module
+
+    return read_ismrmrd(path)
 
 
 def _selection(path: Path, slices: SliceSelection, n_slices: int) -> list[int]:
@@ -723,6 +755,12 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
     the selected k-space slices.
     """
     path = Path(path)
+    with _open(path) as h5:
+        ismrmrd = _holds_ismrmrd(h5)
+    if ismrmrd:
+        volume = _ismrmrd_volume(path)
+        indices = _selection(path, slices, volume.n_slices)
+        return replace(volume, kspace=volume.kspace[indices])
     with _open(path) as h5:
         info = _inspect(path, h5)
         indices = _selection(path, slices, info.n_slices)
