@@ -221,6 +221,8 @@ CASES = [
     ("recon-input-all-zero", lambda w, t: _recon(w, t, source=_knee_variant(w, t, _replace("kspace", _kspace(w) * 0))), "variant.h5"),
     ("recon-input-bad-covariance", lambda w, t: _recon(w, t, source=_knee_variant(
         w, t, _replace("noise_covariance", -np.eye(4, dtype=np.complex64)))), "variant.h5"),
+    ("recon-format-nifti-not-nii-name", lambda w, t: _recon(w, t, "--format", "nifti", out=t / "out.h5"), "out.h5: --format nifti"),
+    ("recon-format-dicom-onto-a-file", lambda w, t: _recon(w, t, "--format", "dicom", out=w["knee"]), "K.h5"),
     ("recon-format-cfl-not-cfl-name", lambda w, t: _recon(w, t, "--format", "cfl", out=t / "out.h5"), "out.h5: --format cfl"),
     # ---- convert
     ("convert-missing", lambda w, t: ["convert", str(t / "none.h5"), "--to", str(t / "o.cfl")], "none.h5: file not found"),

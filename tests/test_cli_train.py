@@ -2,6 +2,7 @@
 
 import h5py
 import numpy as np
+import pytest
 import yaml
 
 from tests.conftest import KNEE_ACS, knee_selection
@@ -48,6 +49,14 @@ def test_train_recon_inspect(knee_folder, tmp_path, capsys):
     raw = np.fromfile(as_cfl, dtype="<c8").reshape(slices, phase, readout // 2).transpose(0, 2, 1)  # numpy, not our reader
     with h5py.File(out) as h5:
         np.testing.assert_array_equal(raw, h5["reconstruction_complex"][()])
+    # For viewers: NIfTI and a DICOM series of the same magnitude (the formats are tested in tests/data/test_export.py).
+    nibabel, pydicom = pytest.importorskip("nibabel"), pytest.importorskip("pydicom")
+    assert main(["recon", "--model", str(run), "--in", str(source), "--out", str(tmp_path / "recon.nii.gz"),
+                 "--acs-lines", str(KNEE_ACS), "--format", "nifti"]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.asarray(nibabel.load(tmp_path / "recon.nii.gz").dataobj), np.abs(raw).transpose(1, 2, 0), rtol=1e-6)
+    assert main(["recon", "--model", str(run), "--in", str(source), "--out", str(tmp_path / "series"),
+                 "--acs-lines", str(KNEE_ACS), "--format", "dicom"]) == 0  # fmt: skip
+    assert [pydicom.dcmread(path).InstanceNumber for path in sorted((tmp_path / "series").glob("*.dcm"))] == list(range(1, slices + 1))
 
     assert main(["inspect", str(run)]) == 0
     assert (run / "filters.png").is_file() and (run / "curves.png").is_file()

@@ -11,43 +11,25 @@ from vnrecon.files import check_destination, check_free_space
 from .common import HelpFormatter, device_option
 
 
-def _write_reconstruction(path: Path, images, volume, model_path: Path, mask) -> None:
-    """fastMRI-style output: magnitude 'reconstruction' on the header's recon grid plus the complex images."""
-    import h5py
-    import numpy as np
-
-    from vnrecon.data.fastmri import center_fit
-    from vnrecon.files import atomic_write
-
-    recon_shape = tuple(volume.header.get("recon_shape", (images.shape[-2], images.shape[-1])))[:2]
-    magnitude = np.stack([center_fit(np.abs(image), recon_shape) for image in images]).astype(np.float32)
-    with atomic_write(path) as temporary, h5py.File(temporary, "w") as h5:
-        h5.create_dataset("reconstruction", data=magnitude)
-        h5.create_dataset("reconstruction_complex", data=images.astype(np.complex64))
-        h5.create_dataset("mask", data=mask.astype(bool))
-        h5.attrs["acquisition"] = volume.acquisition
-        h5.attrs["patient_id"] = volume.patient_id
-        h5.attrs["model"] = str(model_path)
-        h5.attrs["max"] = float(magnitude.max())
-        h5.attrs["norm"] = float(np.linalg.norm(magnitude))
+#: What each --format's output must be called (the formats of ``vnrecon.data.export``; dicom is a folder).
+_SUFFIXES = {"h5": (".h5",), "cfl": (".cfl",), "nifti": (".nii", ".nii.gz"), "dicom": (), "png": (".png",)}
 
 
 def _run_recon(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from vnrecon.data.export import output_paths, write_images
     from vnrecon.data.fastmri import read_volume
     from vnrecon.eval.figures import save_image_grid
     from vnrecon.models.inference import check_mask_fits, reconstruct_volume
     from vnrecon.physics.masks import make_mask
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
-    check_destination(args.out, inputs=[args.input, args.model])
-    if args.format == "cfl":
-        from vnrecon.data.cfl import cfl_pair
-
-        if args.out.suffix != ".cfl":
-            raise InputError(f"{args.out}: --format cfl writes a BART pair NAME.cfl + NAME.hdr; name the output NAME.cfl")
-        check_destination(cfl_pair(args.out)[0], inputs=[args.input, args.model])
+    expected = _SUFFIXES[args.format]
+    if expected and not args.out.name.endswith(expected):
+        raise InputError(f"{args.out}: --format {args.format} writes {' or '.join(expected)} files; name the output so")
+    for path in output_paths(args.out, args.format):
+        check_destination(path, inputs=[args.input, args.model], folder=args.format == "dicom")
     device_option(args.device)
     if args.png:
         check_destination(args.out.with_suffix(".png"), inputs=[args.input])
@@ -72,12 +54,7 @@ def _run_recon(args: argparse.Namespace) -> int:
         model, volume.kspace, np.asarray(mask, bool), args.acs_lines, volume.oversampling, where=str(args.input),
         progress=True, device=args.device, maps=volume.slice_maps(),
     )
-    if args.format == "cfl":
-        from vnrecon.data.cfl import images_to_bart, write_cfl
-
-        write_cfl(args.out, images_to_bart(images))
-    else:
-        _write_reconstruction(args.out, images, volume, checkpoint, np.asarray(mask, bool))
+    write_images(args.out, args.format, images, volume, np.asarray(mask, bool), str(checkpoint))
     print(f"reconstructed {images.shape[0]} slices of {args.input} ({how}) -> {args.out}")
     if args.png:
         png = save_image_grid(
@@ -102,18 +79,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(slices, recon matrix) float32 magnitude as in fastMRI submissions, plus\n"
             "'reconstruction_complex' on the readout-cropped grid (the file's readout\n"
             "oversampling, encoded / recon readout of its ISMRMRD header, is removed) and\n"
-            "the 'mask' used. --format cfl writes the complex images as a BART pair\n"
-            "OUT.cfl + OUT.hdr, dims [readout, phase, 1, 1, ..., slices in dim 13]."
+            "the 'mask' used. For viewers and other tools:\n"
+            "  cfl    the complex images as a BART pair OUT.cfl + OUT.hdr\n"
+            "  nifti  magnitude as OUT.nii / OUT.nii.gz (affine from the header's FOV, matrix\n"
+            "         and slice thickness; axes are the array's: readout, phase, slice)\n"
+            "  dicom  one MR image series, the folder OUT with one 16-bit file per slice\n"
+            "  png    all slices in one picture OUT.png"
         ),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", required=True, type=Path, metavar="RUN_DIR", help="run folder (or checkpoint file)")
     parser.add_argument("--in", dest="input", required=True, type=Path, metavar="FILE.h5", help="input k-space")
-    parser.add_argument("--out", required=True, type=Path, metavar="OUT.h5|OUT.cfl", help="output file")
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="output file (a folder for dicom)")
     parser.add_argument("--mask", default="regular", metavar="regular|random|FILE", help="sampling mask for fully sampled input (default: regular)")
     parser.add_argument("--acceleration", type=int, default=4, metavar="R", help="acceleration of the mask (default: 4)")
     parser.add_argument("--acs-lines", type=int, default=24, metavar="L", help="fully sampled centre lines (default: 24)")
-    parser.add_argument("--format", choices=("h5", "cfl"), default="h5", help="output format (default: h5)")
+    parser.add_argument("--format", choices=tuple(_SUFFIXES), default="h5", help="output format (default: h5)")
     parser.add_argument("--png", action="store_true", help="also write OUT.png with all slices")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.set_defaults(func=_run_recon)
