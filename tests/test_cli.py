@@ -97,7 +97,7 @@ def test_info_reports_mask_acceleration_and_acs(tmp_path, capsys):
     path = write_volume(tmp_path / "test.h5", Volume(kspace, "CORPD_FBK", "t1", mask=mask), recon_shape=(32, 32))
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "effective acceleration 2.29 (14 of 32 lines), 9 ACS lines" in out  # line 20 touches the block
+    assert "effective acceleration 2.29 (14 of 32 acquired lines), 9 ACS lines" in out  # line 20 touches the block
     assert "slices 0-2 (0-based), central 3 of 3, sampled lines only" in out
     assert re.search(r"SNR:\s+[0-9.]+ ", out)
 

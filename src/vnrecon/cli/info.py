@@ -15,7 +15,7 @@ def _format_info(path: Path) -> str:
     import torch
 
     from vnrecon.data.fastmri import read_header, read_volume
-    from vnrecon.physics.masks import count_acs_lines, effective_acceleration
+    from vnrecon.physics.masks import count_acs_lines, effective_acceleration, within_columns
     from vnrecon.data.selection import SNR_SLICES, central_slices
     from vnrecon.physics.noise import estimate_snr
 
@@ -25,12 +25,16 @@ def _format_info(path: Path) -> str:
     recon_text = f"{recon[0]} x {recon[1]}" if recon else "not in header"
     snr_slices = central_slices(info.n_slices, min(SNR_SLICES, info.n_slices))
     volume = read_volume(path, slices=slice(snr_slices.start, snr_slices.stop))
+    first, stop = info.acquired
     kspace = volume.kspace
     note = ""
     if info.mask is not None:
         # Undersampled file: unsampled lines are zeros, so use the measured lines only.
-        kspace = kspace[..., info.mask]
+        kspace = kspace[..., within_columns(info.mask, (first, stop))]
         note = ", sampled lines only"
+    elif (first, stop) != (0, info.phase):
+        kspace = kspace[..., first:stop]  # fastMRI's zero-filled edge columns were never acquired
+        note = f", acquired columns {first}-{stop - 1} only"
     which = (
         f"slices {snr_slices.start}-{snr_slices.stop - 1}"
         f" (0-based), central {len(snr_slices)} of {info.n_slices}{note}"
@@ -62,10 +66,13 @@ def _format_info(path: Path) -> str:
         f"  coil maps:    {f'stored ({info.n_maps} set(s) in the file)' if info.has_maps else 'none stored (ESPIRiT from the ACS lines)'}",
         f"  noise:        {'covariance stored (data are prewhitened when loaded)' if info.has_noise_covariance else 'no covariance stored (taken as white)'}",
     ]
+    if (first, stop) != (0, info.phase):
+        lines.append(f"  acquired:     columns {first}-{stop - 1} of {info.phase} (the rest zero-filled: fastMRI padding)")
     if info.mask is not None:
+        acquired = within_columns(info.mask, (first, stop))[first:stop]
         lines.append(
-            f"  mask:         effective acceleration {effective_acceleration(info.mask):.2f}"
-            f" ({int(info.mask.sum())} of {info.mask.size} lines), {count_acs_lines(info.mask)} ACS lines"
+            f"  mask:         effective acceleration {effective_acceleration(acquired):.2f}"
+            f" ({int(acquired.sum())} of {acquired.size} acquired lines), {count_acs_lines(info.mask)} ACS lines"
         )
     else:
         lines.append("  mask:         none")

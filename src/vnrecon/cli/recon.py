@@ -22,7 +22,7 @@ def _run_recon(args: argparse.Namespace) -> int:
     from vnrecon.data.fastmri import read_volume
     from vnrecon.eval.figures import save_image_grid
     from vnrecon.models.inference import check_mask_fits, reconstruct_volume
-    from vnrecon.physics.masks import make_mask
+    from vnrecon.physics.masks import DEFAULT_ACS_LINES, count_acs_lines, make_mask, within_columns
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
     expected = _SUFFIXES[args.format]
@@ -39,7 +39,12 @@ def _run_recon(args: argparse.Namespace) -> int:
     volume = read_volume(args.input).prewhitened()
     if volume.mask is not None:
         mask, how = volume.mask, "mask stored in the file (data already undersampled)"
+        if args.acs_lines is None:  # a fastMRI challenge file is reconstructed as given: its own ACS block
+            args.acs_lines = count_acs_lines(mask)
+            how += f", its {args.acs_lines} ACS lines"
     else:
+        if args.acs_lines is None:
+            args.acs_lines = DEFAULT_ACS_LINES
         try:
             mask = make_mask(args.mask, volume.kspace.shape[-1], args.acceleration, args.acs_lines)
         except ValueError as error:  # a mask file names itself; the others are options for this file
@@ -48,6 +53,10 @@ def _run_recon(args: argparse.Namespace) -> int:
         if Path(args.mask).is_file():  # a user's mask that does not fit is the mask file's fault
             check_mask_fits(np.asarray(mask, bool), volume.kspace.shape[-1], args.acs_lines, args.mask)
         how = f"{args.mask} mask, R={args.acceleration}, {args.acs_lines} ACS lines"
+    first, stop = volume.acquired
+    if (first, stop) != (0, volume.kspace.shape[-1]):
+        mask = within_columns(np.asarray(mask, bool), (first, stop))  # never-acquired edge columns are not samples
+        how += f"; columns {first}-{stop - 1} acquired (fastMRI padding)"
     slices, _, readout, phase = volume.kspace.shape
     check_free_space(args.out, 2 * slices * (readout // volume.oversampling) * phase * (8 + 4) + 2**20)  # complex + magnitude, margin
     images = reconstruct_volume(
@@ -93,7 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="output file (a folder for dicom)")
     parser.add_argument("--mask", default="regular", metavar="regular|random|FILE", help="sampling mask for fully sampled input (default: regular)")
     parser.add_argument("--acceleration", type=int, default=4, metavar="R", help="acceleration of the mask (default: 4)")
-    parser.add_argument("--acs-lines", type=int, default=24, metavar="L", help="fully sampled centre lines (default: 24)")
+    parser.add_argument("--acs-lines", type=int, default=None, metavar="L",
+                        help="fully sampled centre lines, for the mask and ESPIRiT (default: 24; an undersampled\n"
+                             "file's own ACS block, fastMRI's num_low_frequency)")
     parser.add_argument("--format", choices=tuple(_SUFFIXES), default="h5", help="output format (default: h5)")
     parser.add_argument("--png", action="store_true", help="also write OUT.png with all slices")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from ..errors import InputError
 from ..files import atomic_write
 from ..physics.espirit import espirit_maps
-from ..physics.masks import count_acs_lines, make_mask
+from ..physics.masks import count_acs_lines, make_mask, within_columns
 from ..physics.noise import add_noise_to_snr, estimate_noise_sigma, signal_rms
 from ..physics.operator import SenseOperator
 from .fastmri import read_volume
@@ -64,6 +64,8 @@ class SliceEntry:
     slice_index: int
     selection: Selection
     oversampling: int
+    #: [first, stop) of the acquired phase-encoding columns (``VolumeInfo.acquired``).
+    columns: tuple[int, int]
 
 
 def stable_seed(*parts) -> int:
@@ -96,7 +98,7 @@ class SliceDataset(Dataset):
                         "evaluation need fully sampled k-space for the reference"
                     )
                 for slice_index in selection.slice_indices(info):
-                    self.entries.append(SliceEntry(info.path, slice_index, selection, info.oversampling))
+                    self.entries.append(SliceEntry(info.path, slice_index, selection, info.oversampling, info.acquired))
         if not self.entries:
             raise InputError("the selection matches no slices")
 
@@ -109,12 +111,13 @@ class SliceDataset(Dataset):
         if kind == "mix":
             # Half the slices regular, half random, fixed per slice.
             kind = ("regular", "random")[stable_seed(self.seed, entry.path.name, entry.slice_index) % 2]
-        key = (kind, n_phase, selection.acceleration, selection.acs_lines, selection.mask_seed)
+        key = (kind, n_phase, selection.acceleration, selection.acs_lines, selection.mask_seed, entry.columns)
         if key not in self._masks:
             try:
                 mask = make_mask(kind, n_phase, selection.acceleration, selection.acs_lines, selection.mask_seed)
             except ValueError as error:
                 raise InputError(str(error)) from None
+            mask = within_columns(mask, entry.columns)  # fastMRI's zero-filled edge columns are never sampled
             if count_acs_lines(mask) < selection.acs_lines:
                 raise InputError(
                     f"{kind}: mask has {count_acs_lines(mask)} ACS lines, ESPIRiT needs {selection.acs_lines}"
@@ -228,6 +231,15 @@ def collate_slices(items: list[dict]) -> dict:
     batch["file"] = [item["file"] for item in items]
     batch["slice"] = [item["slice"] for item in items]
     return batch
+
+
+def collate_by_shape(items: list[dict]) -> list[dict]:
+    """Items as batches of one matrix size each, in the order the sizes first appear: files of
+    different phase widths (fastMRI's knee files have several) train in one batch as sub-batches."""
+    groups: dict[tuple, list[dict]] = {}
+    for item in items:
+        groups.setdefault((tuple(item["kspace"].shape), tuple(item["reference"].shape)), []).append(item)
+    return [collate_slices(group) for group in groups.values()]
 
 
 def to_device(batch: dict, device: torch.device | str | None) -> dict:

@@ -138,6 +138,11 @@ class Volume:
         """Readout oversampling from the header (:func:`readout_oversampling`; 1 without one)."""
         return readout_oversampling(self.header, int(self.kspace.shape[-2]))
 
+    @property
+    def acquired(self) -> tuple[int, int]:
+        """[first, stop) of the acquired phase-encoding columns (:func:`acquired_columns`)."""
+        return acquired_columns(self.header, int(self.kspace.shape[-1]))
+
     def prewhitened(self) -> "Volume":
         """This volume with k-space and stored maps prewhitened by its noise covariance (itself without one).
 
@@ -200,6 +205,11 @@ class VolumeInfo:
     @property
     def phase(self) -> int:
         return self.shape[3]
+
+    @property
+    def acquired(self) -> tuple[int, int]:
+        """[first, stop) of the acquired phase-encoding columns (:func:`acquired_columns`)."""
+        return acquired_columns(self.header, self.phase)
 
 
 # --------------------------------------------------------------------------- reconstruction
@@ -265,8 +275,13 @@ def build_ismrmrd_header(
     fov_mm: tuple[float, float, float],
     field_strength_T: float,
     sequence: dict[str, float],
+    pe_limits: tuple[int, int, int] | None = None,
 ) -> str:
-    """ISMRMRD XML for fully encoded Cartesian data of shape (slices, coils, H, W)."""
+    """ISMRMRD XML for Cartesian data of shape (slices, coils, H, W).
+
+    ``pe_limits`` (minimum, maximum, center) of kspace_encoding_step_1 default to fully
+    encoded columns (0, W - 1, W // 2); other limits mark zero-filled edge columns as fastMRI's
+    padding (:func:`acquired_columns`)."""
     n_slices, n_coils, readout, phase = kspace_shape
     root = ET.Element("ismrmrdHeader", xmlns=ISMRMRD_NAMESPACE)
     system = _add(root, "acquisitionSystemInformation")
@@ -290,7 +305,7 @@ def build_ismrmrd_header(
     _add_xyz(recon, "fieldOfView_mm", [repr(float(v)) for v in recon_fov])
     _add(encoding, "trajectory", "cartesian")
     limits = _add(encoding, "encodingLimits")
-    _add_limit(limits, "kspace_encoding_step_1", 0, phase - 1, phase // 2)
+    _add_limit(limits, "kspace_encoding_step_1", *(pe_limits or (0, phase - 1, phase // 2)))
     _add_limit(limits, "kspace_encoding_step_2", 0, 0, 0)
     _add_limit(limits, "slice", 0, n_slices - 1, 0)
 
@@ -327,6 +342,28 @@ def readout_oversampling(header: dict[str, Any], readout: int) -> int:
             "vnrecon needs a whole-number readout oversampling"
         )
     return encoded // recon
+
+
+def acquired_columns(header: dict[str, Any], phase: int) -> tuple[int, int]:
+    """[first, stop) of the phase-encoding columns that were acquired.
+
+    Real fastMRI knee files zero-fill a few columns at both edges; their header's encoding
+    limits give ``padding_left`` / ``padding_right`` (fastMRI's own rule, see the module
+    docstring), and masks, accelerations and SNRs leave the columns outside out, as
+    fastMRI's VarNet does. The whole width where the header does not say, or its padding
+    does not fit the ``phase`` columns.
+    """
+    left, right = header.get("padding_left"), header.get("padding_right")
+    if left is None or right is None or not 0 <= left < right <= phase:
+        return 0, phase
+    return int(left), int(right)
+
+
+def _pe_limits(header: dict[str, Any], phase: int) -> tuple[int, int, int] | None:
+    """The header's kspace_encoding_step_1 limits when they describe padding of these ``phase`` columns."""
+    if acquired_columns(header, phase) == (0, phase):
+        return None
+    return int(header.get("pe_min", 0)), int(header["pe_max"]), int(header["pe_center"])
 
 
 def _find(root: ET.Element, path: Sequence[str]) -> str | None:
@@ -523,6 +560,7 @@ def write_volume(
             "TI_ms": pick(TI_ms, "TI_ms"),
             "flip_angle_deg": pick(flip_angle_deg, "flip_angle_deg"),
         },
+        pe_limits=_pe_limits(header, phase),
     )
 
     with atomic_write(path) as temporary:
@@ -545,7 +583,8 @@ def write_volume(
                 h5.attrs["max"] = float(rss.max())
                 h5.attrs["norm"] = float(np.linalg.norm(rss.astype(np.float64)))
             if mask is not None:
-                h5.attrs["acceleration"] = int(round(effective_acceleration(mask)))
+                first, stop = acquired_columns(header, phase)
+                h5.attrs["acceleration"] = int(round(effective_acceleration(mask[first:stop])))
                 h5.attrs["num_low_frequency"] = count_acs_lines(mask)
     return path
 

@@ -93,6 +93,14 @@ def random_mask(
     return mask
 
 
+def within_columns(mask: np.ndarray, columns: tuple[int, int]) -> np.ndarray:
+    """``mask`` with the lines outside [first, stop) cleared: never-acquired (zero-filled) columns are not samples."""
+    first, stop = columns
+    inside = np.zeros(mask.shape[-1], bool)
+    inside[first:stop] = True
+    return mask & inside
+
+
 def effective_acceleration(mask: np.ndarray) -> float:
     """Number of phase-encoding lines divided by the number sampled."""
     mask = np.asarray(mask).astype(bool).reshape(-1)

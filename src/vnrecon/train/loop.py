@@ -22,7 +22,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from ..data.dataset import SliceDataset, collate_slices, stable_seed, to_device
+from ..data.dataset import SliceDataset, collate_by_shape, stable_seed, to_device
 from ..errors import InputError
 from ..files import read_csv_rows, run_lock, write_csv, write_text
 from ..eval.metrics import nrmse, ssim
@@ -71,9 +71,10 @@ class PreparedSlices:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batch(self, indices) -> dict:
+    def batches(self, indices) -> list[dict]:
+        """The slices at ``indices`` as one batch per matrix size (``collate_by_shape``)."""
         items = [self.items[i] if self.items is not None else self.dataset[i] for i in indices]
-        return collate_slices(items)
+        return collate_by_shape(items)
 
 
 @dataclass
@@ -151,10 +152,11 @@ def evaluate_slices(model, slices: PreparedSlices, batch_size: int, device) -> t
     errors, similarities = [], []
     with torch.no_grad():
         for start in range(0, len(slices), batch_size):
-            batch = to_device(slices.batch(range(start, min(start + batch_size, len(slices)))), device)
-            output = reconstruct_batch(model, batch)
-            errors.append(nrmse(output, batch["reference"]))
-            similarities.append(ssim(output, batch["reference"]))
+            for part in slices.batches(range(start, min(start + batch_size, len(slices)))):
+                batch = to_device(part, device)
+                output = reconstruct_batch(model, batch)
+                errors.append(nrmse(output, batch["reference"]))
+                similarities.append(ssim(output, batch["reference"]))
     return float(torch.cat(errors).mean()), float(torch.cat(similarities).mean())
 
 
@@ -256,23 +258,32 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                 steps_before = (epoch - 1) * per_epoch + batch_number
                 optimizer.set_progress(steps_before / total_steps)
             local = global_indices[group.rank :: group.world].tolist()
-            batch = to_device(training.batch(local), device) if local else None
+            parts = [to_device(part, device) for part in training.batches(local)] if local else []
             global_size = len(global_indices)
             observed = {}
 
+            def batch_loss(metrics: bool) -> torch.Tensor:
+                """Mean loss of the step's slices, over its sub-batches (one per matrix size)."""
+                losses, sums = [], []
+                for part in parts:
+                    output = reconstruct_batch(model, part)
+                    per_slice = reconstruction_loss(output, part["reference"], config.loss_eps)
+                    losses.append(per_slice.sum() / global_size)
+                    if metrics:
+                        with torch.no_grad():
+                            sums.append(torch.stack(
+                                [per_slice.sum(), nrmse(output, part["reference"]).sum(), ssim(output, part["reference"]).sum()]
+                            ).to(torch.float64).cpu())  # fmt: skip
+                if sums:  # first evaluation of the step: the logged training metrics
+                    observed["sums"] = sum(sums[1:], sums[0])
+                return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+
             def closure():
                 optimizer.zero_grad(set_to_none=False)
-                if batch is None:
+                if not parts:
                     loss = sum(parameter.sum() * 0 for parameter in model.parameters())
                 else:
-                    output = reconstruct_batch(model, batch)
-                    per_slice = reconstruction_loss(output, batch["reference"], config.loss_eps)
-                    loss = per_slice.sum() / global_size
-                    if not observed:  # first evaluation of the step: the logged training metrics
-                        with torch.no_grad():
-                            observed["sums"] = torch.stack(
-                                [per_slice.sum(), nrmse(output, batch["reference"]).sum(), ssim(output, batch["reference"]).sum()]
-                            ).to(torch.float64).cpu()
+                    loss = batch_loss(metrics=not observed)
                 loss.backward()
                 loss = loss.detach()
                 if group.world > 1:
@@ -284,11 +295,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
             def value_closure():
                 """Loss only (iPALM's line search): a forward pass, no gradients."""
                 with torch.no_grad():
-                    if batch is None:
-                        loss = torch.zeros((), dtype=torch.float64)
-                    else:
-                        output = reconstruct_batch(model, batch)
-                        loss = reconstruction_loss(output, batch["reference"], config.loss_eps).sum() / global_size
+                    loss = batch_loss(metrics=False) if parts else torch.zeros((), dtype=torch.float64)
                     return group.sum_(loss)
 
             loss = optimizer.step(closure, value_closure) if isinstance(optimizer, IPALM) else optimizer.step(closure)
