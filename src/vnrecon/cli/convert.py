@@ -12,8 +12,14 @@ from .common import HelpFormatter, non_negative, positive
 
 def _run_convert(args: argparse.Namespace) -> int:
     from vnrecon.data.cfl import cfl_pair
-    from vnrecon.data.formats import read_raw, write_raw
+    from vnrecon.data.formats import raw_format, read_raw, write_raw
+    from vnrecon.data.seed_mat import convert_seed_folder, is_patient_folder
 
+    if raw_format(args.input) == "seed" and not is_patient_folder(args.input):
+        check_destination(args.to, inputs=[args.input], folder=True)
+        written = convert_seed_folder(args.input, args.to, say=print)
+        print(f"{args.input} -> {args.to}: {len(written)} fastMRI files with the stored ESPIRiT maps")
+        return 0
     inputs = [args.input, *cfl_pair(args.input)]
     check_destination(args.to, inputs=inputs)
     if args.to.suffix == ".cfl":
@@ -49,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "  .cfl  BART array OUT.cfl + OUT.hdr, dims [readout, phase, 1, coils, 1, ...,\n"
             "        slices in dim 13]; prewhitened when the input has a noise covariance;\n"
             "        stored coil maps go to OUT_maps.cfl (BART's ecalib layout)\n"
+            "The seed paper's data (<sequence>/<patient>/rawdata<k>.mat + espirit<k>.mat,\n"
+            "MATLAB v5 or v7.3): a patient folder converts to one .h5 file, a sequence\n"
+            "folder (or a folder of them) to OUT_DIR/<sequence>_<patient>.h5, each with the\n"
+            "stored ESPIRiT maps and the 2x readout oversampling.\n"
             "BART input (NAME, NAME.cfl or NAME.hdr) carries no header: --oversampling says\n"
             "how much of the readout FOV is oversampling, and zero-filled phase lines become\n"
             "the file's mask (an undersampled acquisition).\n"

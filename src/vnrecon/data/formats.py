@@ -5,6 +5,8 @@
 * fastMRI multi-coil HDF5 (a ``kspace`` dataset): :mod:`vnrecon.data.fastmri`;
 * ISMRMRD raw data (HDF5 with ``dataset/xml`` and ``dataset/data``):
   :mod:`vnrecon.data.ismrmrd_raw`, with its noise scans as the noise covariance;
+* the seed paper's MATLAB layout (a patient folder of ``rawdata<k>.mat`` /
+  ``espirit<k>.mat``): :mod:`vnrecon.data.seed_mat`, with the stored maps;
 * BART ``NAME.cfl`` / ``NAME.hdr``: :mod:`vnrecon.data.cfl`; BART arrays carry no
   header, so the readout oversampling is an option (default 1: the image fills
   the readout FOV).
@@ -27,16 +29,19 @@ from ..errors import InputError
 from . import cfl
 from .fastmri import Volume, read_volume, write_volume
 from .ismrmrd_raw import is_ismrmrd, read_ismrmrd
+from .seed_mat import is_patient_folder, is_seed_layout, read_seed_patient
 
-RAW_FORMATS = ("fastMRI HDF5 (.h5)", "ISMRMRD (.h5)", "BART (.cfl/.hdr)")
+RAW_FORMATS = ("fastMRI HDF5 (.h5)", "ISMRMRD (.h5)", "BART (.cfl/.hdr)", "the seed data's <patient>/rawdata<k>.mat folders")
 OUTPUT_SUFFIXES = (".h5", ".cfl")
 
 
 def raw_format(path: str | Path) -> str:
-    """'cfl', 'ismrmrd' or 'fastmri' for a raw-data input; an InputError naming the file for anything else."""
+    """'cfl', 'seed', 'ismrmrd' or 'fastmri' for a raw-data input; an InputError naming the file for anything else."""
     path = Path(path)
     if cfl.is_cfl(path):
         return "cfl"
+    if is_seed_layout(path):
+        return "seed"
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_file() and h5py.is_hdf5(path):
@@ -56,6 +61,10 @@ def read_raw(
     kind = raw_format(path)
     if kind == "fastmri":
         return read_volume(path)
+    if kind == "seed":
+        if not is_patient_folder(path):
+            raise InputError(f"{path}: holds several patients; convert it into a folder (--to DIR)")
+        return read_seed_patient(path)
     if kind == "ismrmrd":
         volume = read_ismrmrd(path, repetition)
         volume.acquisition = volume.acquisition or acquisition

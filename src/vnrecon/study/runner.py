@@ -6,7 +6,8 @@ killed training loses at most the epoch in progress):
 1. data: simulate the numerical knee (seed 0) and the synthetic natural-image
    sets the selected trainings need (seed 0 for every SNR setting, so the sets
    differ only in SNR), with coil maps, noise level and SNRs taken from the
-   training patients' knee files only; or use the folders of ``data_dir``.
+   training patients' knee files only; or use the folders of ``data_dir`` (the seed paper's own
+   MATLAB data there are converted to ``data/knee_seed`` first, see ``vnrecon.data.seed_mat``).
 2. plan: resolve the experiment definitions (:mod:`vnrecon.study.experiments`)
    with the preset, train identical trainings once, and check that no test
    patient is in any training selection.
@@ -22,6 +23,7 @@ Layout of OUT (paths inside study.json are relative to OUT)::
 
     study.json                               the manifest (below)
     data/knee/*.h5                           simulated knee (not with data_dir)
+    data/knee_seed/*.h5                      the seed data of data_dir, converted (with their ESPIRiT maps)
     data/knee_train/*.h5                     links to the training patients' knee files (synthetic data's source)
     data/natural_{high,low,variable}/*.h5    synthetic sets (those needed and not in data_dir)
     cache/                                   ESPIRiT maps
@@ -71,6 +73,7 @@ import torch
 from ..data.dataset import SliceDataset
 from ..data.knee import simulate_knee_dataset
 from ..data.fastmri import read_header
+from ..data.seed_mat import convert_seed_folder, is_seed_layout
 from ..data.natural import SLICES_PER_FILE as NATURAL_SLICES_PER_FILE
 from ..data.natural import simulate_natural_dataset
 from ..data.selection import Selection
@@ -106,6 +109,8 @@ SEED = 0
 BASELINES = {"zero-filled": "zf", "CG-SENSE": "sense"}
 COLUMNS = ("experiment", "test_set", "mask", "method", "file", "slice", "ssim", "nrmse", "psnr", "seconds")
 STEPS = 5
+#: Where the seed paper's own MATLAB data (``--data``) are converted to fastMRI files, once.
+SEED_KNEE = "knee_seed"
 
 
 @dataclass
@@ -162,7 +167,7 @@ def run_study(
 
     log.step(1, "data")
     natural = sorted({part["data"] for plan in runs for part in plan.experiment.train} - {KNEE})
-    prepare_data(out, folders, natural, preset, log)
+    prepare_data(out, folders, natural, preset, log, None if data_dir is None else Path(data_dir))
 
     log.step(2, "plan and checks")
     held_out = [
@@ -201,21 +206,32 @@ def data_folders(out: Path, data_dir: str | Path | None) -> dict[str, Path]:
     if data_dir is None:
         return own
     data_dir = Path(data_dir)
-    if _has_h5(data_dir / KNEE):
+    if is_seed_layout(data_dir):  # the seed paper's MATLAB files: converted once into OUT/data/knee_seed
+        knee = out / "data" / SEED_KNEE
+    elif _has_h5(data_dir / KNEE):
         knee = data_dir / KNEE
     elif _has_h5(data_dir):
         knee = data_dir
     else:
-        raise InputError(f"{data_dir}: no knee data (expected fastMRI .h5 files in {data_dir / KNEE} or in {data_dir})")
+        raise InputError(
+            f"{data_dir}: no knee data (expected fastMRI .h5 files in {data_dir / KNEE} or in {data_dir}, "
+            "or the seed data's <sequence>/<patient>/rawdata<k>.mat)"
+        )
     given = {name: data_dir / name for name in NATURAL if _has_h5(data_dir / name)}
     return {**own, KNEE: knee, **given}
 
 
-def prepare_data(out: Path, folders: dict[str, Path], natural: list[str], preset: StudyPreset, log: _Log) -> None:
-    """Simulate the knee and the ``natural`` sets into OUT/data unless they are there (or given)."""
+def prepare_data(
+    out: Path, folders: dict[str, Path], natural: list[str], preset: StudyPreset, log: _Log, data_dir: Path | None = None
+) -> None:
+    """Simulate the knee and the ``natural`` sets into OUT/data unless they are there (or given);
+    convert the seed data's MATLAB files when ``data_dir`` holds them."""
     knee = folders[KNEE]
     if knee == out / "data" / KNEE:
         _simulate_knee(knee, preset, log)
+    elif knee == out / "data" / SEED_KNEE:
+        files = convert_seed_folder(data_dir, knee, say=log)
+        log(f"knee data: {len(files)} files converted from {data_dir} -> {knee}")
     else:
         log(f"knee data: {knee}")
     for name in natural:
