@@ -1,5 +1,6 @@
 """ISMRMRD raw data in: files from ISMRMRD's own generator and from its Python API, against what they hold."""
 
+import re
 import shutil
 import subprocess
 
@@ -146,11 +147,16 @@ def test_separate_calibration_lines_are_left_out_embedded_ones_kept(tmp_path):
         ({"recon_readout": 20}, "reconSpace readout \\(20\\) does not divide its encodedSpace readout \\(64\\)"),
     ],
 )
-def test_what_vnrecon_cannot_read_is_one_line(tmp_path, kwargs, message):
+def test_what_vnrecon_cannot_read_is_one_line(tmp_path, capsys, kwargs, message):
     kspace = multicoil_slice(n_coils=2, readout=32, phase=24, seed=0)[0][None]
     path = _api_file(tmp_path / "bad.h5", kspace, np.ones(24, bool), [], **kwargs)
     with pytest.raises(InputError, match=message):
         read_ismrmrd(path)
+    for argv in (["convert", str(path), "--to", str(tmp_path / "o.h5")], ["info", str(path)]):
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and re.search(f"^vnrecon: error: {re.escape(str(path))}: .*{message}", lines[0]), lines
+    assert not (tmp_path / "o.h5").exists()
 
 
 def test_a_truncated_file_is_one_line(tmp_path, capsys):
