@@ -43,7 +43,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="convert raw k-space (ISMRMRD, fastMRI HDF5, BART .cfl) to fastMRI HDF5 or BART .cfl",
+        help="convert raw k-space (ISMRMRD, fastMRI HDF5, BART .cfl, the seed's .mat) to fastMRI HDF5 or BART .cfl",
         description=(
             "Convert multi-coil 2-D Cartesian k-space from IN to OUT; the formats are\n"
             "recognised from the input's content and the output's suffix. Inputs: fastMRI\n"
@@ -63,12 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "how much of the readout FOV is oversampling, and zero-filled phase lines become\n"
             "the file's mask (an undersampled acquisition).\n"
             "\n"
-            "Example: vnrecon convert knee.h5 --to knee.cfl && bart ecalib knee maps"
+            "Examples:\n"
+            "  vnrecon convert knee.h5 --to knee.cfl && bart ecalib knee maps\n"
+            "  vnrecon convert scan_ismrmrd.h5 --to scan.h5\n"
+            "  vnrecon convert knee_data/coronal_pd_fs --to knee/"
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("input", type=Path, metavar="IN", help="raw data: ISMRMRD .h5, fastMRI .h5 or BART NAME[.cfl|.hdr]")
-    parser.add_argument("--to", required=True, type=Path, metavar="OUT", help="output file: OUT.h5 or OUT.cfl")
+    parser.add_argument("input", type=Path, metavar="IN", help="raw data: ISMRMRD .h5, fastMRI .h5, BART NAME[.cfl|.hdr] or a seed-data folder")
+    parser.add_argument("--to", required=True, type=Path, metavar="OUT", help="output file: OUT.h5 or OUT.cfl (a folder for several seed-data patients)")
     parser.add_argument("--oversampling", type=int, default=1, metavar="N",
                         help="readout oversampling of BART input (default: 1; fastMRI knee raw data: 2)")
     parser.add_argument("--acquisition", default="", metavar="NAME", help="acquisition name for BART input, e.g. CORPD_FBK")

@@ -96,7 +96,7 @@ def _run_info(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="print shape, sequence, SNR and sampling of fastMRI HDF5 files",
+        help="print shape, sequence, SNR and sampling of fastMRI or ISMRMRD HDF5 files",
         description=(
             "Print for each fastMRI multi-coil HDF5 file: slices, coils, k-space matrix\n"
             "(readout x phase) and recon matrix, acquisition (e.g. CORPD_FBK), patient id,\n"

@@ -77,7 +77,7 @@ def _run_recon(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "recon",
-        help="reconstruct a fastMRI HDF5 file with a trained network",
+        help="reconstruct a fastMRI or ISMRMRD HDF5 file with a trained network",
         description=(
             "Reconstruct every slice of a fastMRI multi-coil file with a trained VN.\n"
             "Fully sampled data are undersampled with --mask first; files that are already\n"
