@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vnrecon.data.export import DICOM_MAX, pixel_spacing_mm, write_images
-from vnrecon.data.fastmri import Volume, build_ismrmrd_header, parse_ismrmrd_header
+from vnrecon.data.fastmri import Volume
+from vnrecon.data.ismrmrd_header import build_ismrmrd_header, parse_ismrmrd_header
 
 nibabel = pytest.importorskip("nibabel", reason="nibabel is a dependency of vnrecon (pip install -e .)")
 pydicom = pytest.importorskip("pydicom", reason="pydicom is a dependency of vnrecon (pip install -e .)")

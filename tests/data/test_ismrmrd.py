@@ -13,7 +13,8 @@ from tests.conftest import multicoil_slice
 from vnrecon.cli import main
 from vnrecon.data.dataset import SliceDataset
 from vnrecon.data.selection import Selection
-from vnrecon.data.fastmri import build_ismrmrd_header, read_volume
+from vnrecon.data.fastmri import read_volume
+from vnrecon.data.ismrmrd_header import build_ismrmrd_header
 from vnrecon.data.ismrmrd_raw import read_ismrmrd
 from vnrecon.errors import InputError
 from vnrecon.physics.fft import ifft2c

@@ -16,7 +16,8 @@ def _run_simulate_knee(args: argparse.Namespace) -> int:
     import numpy as np
 
     from vnrecon.data import knee
-    from vnrecon.data.fastmri import montage_path, read_header
+    from vnrecon.data.fastmri import read_header
+    from vnrecon.data.simulation_folder import montage_path
     from vnrecon.data.natural import KNEE_HIGH, KNEE_LOW, measure_knee_reference
 
     patients = positive(args.patients, "--patients")
@@ -90,7 +91,7 @@ def _run_simulate_natural(args: argparse.Namespace) -> int:
     import h5py
     import numpy as np
 
-    from vnrecon.data.fastmri import montage_path
+    from vnrecon.data.simulation_folder import montage_path
     from vnrecon.data.photos import default_image_source
     snrs, sources = [], set()
     with h5py.File(paths[0], "r") as h5:

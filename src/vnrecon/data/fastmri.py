@@ -8,7 +8,7 @@ One file holds one volume (one patient, one sequence)::
                                                           to the recon matrix (320 x 320 in fastMRI);
                                                           absent in undersampled test files
     mask                (W,) bool                         only in undersampled (test-set style) files
-    ismrmrd_header      scalar string                     ISMRMRD XML (namespace ISMRMRD_NAMESPACE)
+    ismrmrd_header      scalar string                     ISMRMRD XML (vnrecon.data.ismrmrd_header)
     maps                (M, coils, H, W) complex64        optional (vnrecon): coil sensitivity maps at
                                                           the full k-space FOV, used instead of ESPIRiT
     maps_index          (slices,) integer                 optional: slice s uses maps[maps_index[s]];
@@ -48,7 +48,7 @@ the image is larger (exactly fastMRI's centre crop for the real sizes, e.g.
 fastMRI's crop cannot do), so the centre pixel (N // 2) lands on index
 recon // 2. The header's reconSpace always equals the stored shape, and its
 readout over the encoded readout is the file's readout oversampling
-(:func:`readout_oversampling`): fastMRI's 640 x 368 k-space with a 320 x 320
+(:func:`~vnrecon.data.ismrmrd_header.readout_oversampling`): fastMRI's 640 x 368 k-space with a 320 x 320
 recon matrix is 2x oversampled, the simulators store the readout-cropped
 matrix (H // 2, W), and a file written without a recon matrix gets (H, W), no
 oversampling, so no command crops away part of its image.
@@ -65,8 +65,7 @@ starts with the file path.
 from __future__ import annotations
 
 import functools
-import json
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # ParseError of a damaged header
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,20 +80,12 @@ from vnrecon.physics.fft import ifft2c
 from vnrecon.physics.masks import count_acs_lines, effective_acceleration
 from vnrecon.physics.whitening import prewhiten, whitening_matrix
 
-ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+from .ismrmrd_header import acquired_columns, build_ismrmrd_header, parse_ismrmrd_header, pe_limits, readout_oversampling
+
 FASTMRI_RECON_SHAPE = (320, 320)
-GYROMAGNETIC_RATIO_HZ_PER_T = 42.577478e6  # 1H
 DEFAULT_FIELD_STRENGTH_T = 3.0  # the paper's knee data: 3 T
 DEFAULT_READOUT_FOV_MM = 280.0  # readout FOV incl. 2x oversampling (140 mm imaged)
 DEFAULT_SLICE_THICKNESS_MM = 3.0
-
-# Sequence keyword -> (header key, ISMRMRD element under sequenceParameters).
-_SEQUENCE_FIELDS = {
-    "TR_ms": "TR",
-    "TE_ms": "TE",
-    "TI_ms": "TI",
-    "flip_angle_deg": "flipAngle_deg",
-}
 
 SliceSelection = int | slice | Sequence[int] | None
 
@@ -135,12 +126,12 @@ class Volume:
 
     @property
     def oversampling(self) -> int:
-        """Readout oversampling from the header (:func:`readout_oversampling`; 1 without one)."""
+        """Readout oversampling from the header (:func:`~vnrecon.data.ismrmrd_header.readout_oversampling`; 1 without one)."""
         return readout_oversampling(self.header, int(self.kspace.shape[-2]))
 
     @property
     def acquired(self) -> tuple[int, int]:
-        """[first, stop) of the acquired phase-encoding columns (:func:`acquired_columns`)."""
+        """[first, stop) of the acquired phase-encoding columns (:func:`~vnrecon.data.ismrmrd_header.acquired_columns`)."""
         return acquired_columns(self.header, int(self.kspace.shape[-1]))
 
     def prewhitened(self) -> "Volume":
@@ -183,7 +174,7 @@ class VolumeInfo:
     #: Number of stored coil map sets (0: none, maps are estimated).
     n_maps: int = 0
     has_noise_covariance: bool = False
-    #: Readout oversampling from the header (:func:`readout_oversampling`).
+    #: Readout oversampling from the header (:func:`~vnrecon.data.ismrmrd_header.readout_oversampling`).
     oversampling: int = 1
 
     @property
@@ -208,7 +199,7 @@ class VolumeInfo:
 
     @property
     def acquired(self) -> tuple[int, int]:
-        """[first, stop) of the acquired phase-encoding columns (:func:`acquired_columns`)."""
+        """[first, stop) of the acquired phase-encoding columns (:func:`~vnrecon.data.ismrmrd_header.acquired_columns`)."""
         return acquired_columns(self.header, self.phase)
 
 
@@ -243,189 +234,6 @@ def rss_reconstruction(kspace: np.ndarray, recon_shape: tuple[int, int] = FASTMR
         rss = torch.sqrt(torch.sum(images.real**2 + images.imag**2, dim=0)).numpy()
         out[index] = center_fit(rss, recon_shape)
     return out
-
-
-# --------------------------------------------------------------------------- ISMRMRD header
-
-
-def _add(parent: ET.Element, tag: str, text: Any = None) -> ET.Element:
-    element = ET.SubElement(parent, tag)  # unqualified: inherits the root's default namespace
-    if text is not None:
-        element.text = str(text)
-    return element
-
-
-def _add_xyz(parent: ET.Element, tag: str, values: Sequence[Any]) -> None:
-    element = _add(parent, tag)
-    for axis, value in zip("xyz", values):
-        _add(element, axis, value)
-
-
-def _add_limit(parent: ET.Element, tag: str, minimum: int, maximum: int, center: int) -> None:
-    element = _add(parent, tag)
-    _add(element, "minimum", minimum)
-    _add(element, "maximum", maximum)
-    _add(element, "center", center)
-
-
-def build_ismrmrd_header(
-    kspace_shape: tuple[int, int, int, int],
-    recon_shape: tuple[int, int],
-    *,
-    fov_mm: tuple[float, float, float],
-    field_strength_T: float,
-    sequence: dict[str, float],
-    pe_limits: tuple[int, int, int] | None = None,
-) -> str:
-    """ISMRMRD XML for Cartesian data of shape (slices, coils, H, W).
-
-    ``pe_limits`` (minimum, maximum, center) of kspace_encoding_step_1 default to fully
-    encoded columns (0, W - 1, W // 2); other limits mark zero-filled edge columns as fastMRI's
-    padding (:func:`acquired_columns`)."""
-    n_slices, n_coils, readout, phase = kspace_shape
-    root = ET.Element("ismrmrdHeader", xmlns=ISMRMRD_NAMESPACE)
-    system = _add(root, "acquisitionSystemInformation")
-    _add(system, "systemFieldStrength_T", repr(float(field_strength_T)))
-    _add(system, "receiverChannels", n_coils)
-    conditions = _add(root, "experimentalConditions")
-    _add(conditions, "H1resonanceFrequency_Hz", int(round(GYROMAGNETIC_RATIO_HZ_PER_T * field_strength_T)))
-
-    encoding = _add(root, "encoding")
-    # Pixel size is kept from encoded to recon space.
-    recon_fov = (
-        fov_mm[0] * recon_shape[0] / readout,
-        fov_mm[1] * recon_shape[1] / phase,
-        fov_mm[2],
-    )
-    encoded = _add(encoding, "encodedSpace")
-    _add_xyz(encoded, "matrixSize", (readout, phase, 1))
-    _add_xyz(encoded, "fieldOfView_mm", [repr(float(v)) for v in fov_mm])
-    recon = _add(encoding, "reconSpace")
-    _add_xyz(recon, "matrixSize", (recon_shape[0], recon_shape[1], 1))
-    _add_xyz(recon, "fieldOfView_mm", [repr(float(v)) for v in recon_fov])
-    _add(encoding, "trajectory", "cartesian")
-    limits = _add(encoding, "encodingLimits")
-    _add_limit(limits, "kspace_encoding_step_1", *(pe_limits or (0, phase - 1, phase // 2)))
-    _add_limit(limits, "kspace_encoding_step_2", 0, 0, 0)
-    _add_limit(limits, "slice", 0, n_slices - 1, 0)
-
-    present = {key: value for key, value in sequence.items() if value is not None}
-    if present:
-        parameters = _add(root, "sequenceParameters")
-        for key, tag in _SEQUENCE_FIELDS.items():  # schema order: TR, TE, TI, flipAngle_deg
-            if key in present:
-                _add(parameters, tag, repr(float(present[key])))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
-
-
-def readout_oversampling(header: dict[str, Any], readout: int) -> int:
-    """Readout oversampling of a file: encodedSpace / reconSpace readout size of its header.
-
-    fastMRI knee and brain files encode 640 readout samples for a 320 recon matrix (2). A
-    header without both sizes (or no header), or a recon readout at least as long as the
-    encoded one (zero-filled interpolation, or a small matrix centred in fastMRI's 320 x 320),
-    means none (1): the image then spans the whole readout FOV and nothing is cropped.
-    Raises ValueError where the header and a k-space readout of ``readout`` samples
-    disagree, or the recon readout does not divide the encoded one.
-    """
-    if "encoded_shape" not in header or "recon_shape" not in header:
-        return 1
-    encoded, recon = header["encoded_shape"][0], header["recon_shape"][0]
-    if encoded != readout:
-        raise ValueError(f"the ISMRMRD header encodes a readout of {encoded} samples but 'kspace' has {readout}")
-    if recon >= encoded:
-        return 1
-    if recon < 1 or encoded % recon:
-        raise ValueError(
-            f"the ISMRMRD header's reconSpace readout ({recon}) does not divide its encodedSpace readout ({encoded}): "
-            "vnrecon needs a whole-number readout oversampling"
-        )
-    return encoded // recon
-
-
-def acquired_columns(header: dict[str, Any], phase: int) -> tuple[int, int]:
-    """[first, stop) of the phase-encoding columns that were acquired.
-
-    Real fastMRI knee files zero-fill a few columns at both edges; their header's encoding
-    limits give ``padding_left`` / ``padding_right`` (fastMRI's own rule, see the module
-    docstring), and masks, accelerations and SNRs leave the columns outside out, as
-    fastMRI's VarNet does. The whole width where the header does not say, or its padding
-    does not fit the ``phase`` columns.
-    """
-    left, right = header.get("padding_left"), header.get("padding_right")
-    if left is None or right is None or not 0 <= left < right <= phase:
-        return 0, phase
-    return int(left), int(right)
-
-
-def _pe_limits(header: dict[str, Any], phase: int) -> tuple[int, int, int] | None:
-    """The header's kspace_encoding_step_1 limits when they describe padding of these ``phase`` columns."""
-    if acquired_columns(header, phase) == (0, phase):
-        return None
-    return int(header.get("pe_min", 0)), int(header["pe_max"]), int(header["pe_center"])
-
-
-def _find(root: ET.Element, path: Sequence[str]) -> str | None:
-    query = "/".join(f"ns:{tag}" for tag in path)
-    element = root.find(query, {"ns": ISMRMRD_NAMESPACE})
-    return None if element is None or element.text is None else element.text.strip()
-
-
-def parse_ismrmrd_header(xml: str | bytes) -> dict[str, Any]:
-    """Parse the fields vnrecon uses; absent fields are left out. Raises ET.ParseError.
-
-    Keys: encoded_shape, recon_shape (x, y, z) ints; fov_mm, recon_fov_mm (x, y, z)
-    floats; pe_min, pe_max, pe_center (kspace_encoding_step_1); padding_left,
-    padding_right (as fastMRI's loader computes them); field_strength_T, TR_ms,
-    TE_ms, TI_ms, flip_angle_deg (first value where ISMRMRD lists several); trajectory,
-    calibration_mode (parallelImaging), protocol, patient_id (text).
-    """
-    root = ET.fromstring(xml)
-    header: dict[str, Any] = {}
-
-    def triple(path: list[str], kind: type) -> tuple | None:
-        values = [_find(root, path + [axis]) for axis in "xyz"]
-        if any(value is None for value in values):
-            return None
-        return tuple(kind(float(value)) if kind is int else kind(value) for value in values)
-
-    for key, path, kind in (
-        ("encoded_shape", ["encoding", "encodedSpace", "matrixSize"], int),
-        ("recon_shape", ["encoding", "reconSpace", "matrixSize"], int),
-        ("fov_mm", ["encoding", "encodedSpace", "fieldOfView_mm"], float),
-        ("recon_fov_mm", ["encoding", "reconSpace", "fieldOfView_mm"], float),
-    ):
-        value = triple(path, kind)
-        if value is not None:
-            header[key] = value
-
-    limits = ["encoding", "encodingLimits", "kspace_encoding_step_1"]
-    for key, tag in (("pe_min", "minimum"), ("pe_max", "maximum"), ("pe_center", "center")):
-        value = _find(root, limits + [tag])
-        if value is not None:
-            header[key] = int(value)
-    if "encoded_shape" in header and "pe_center" in header and "pe_max" in header:
-        header["padding_left"] = header["encoded_shape"][1] // 2 - header["pe_center"]
-        header["padding_right"] = header["padding_left"] + header["pe_max"] + 1
-
-    scalars = [("field_strength_T", ["acquisitionSystemInformation", "systemFieldStrength_T"])]
-    scalars += [(key, ["sequenceParameters", tag]) for key, tag in _SEQUENCE_FIELDS.items()]
-    for key, path in scalars:
-        value = _find(root, path)
-        if value is not None:
-            header[key] = float(value)
-    texts = [
-        ("trajectory", ["encoding", "trajectory"]),
-        ("calibration_mode", ["encoding", "parallelImaging", "calibrationMode"]),
-        ("protocol", ["measurementInformation", "protocolName"]),
-        ("patient_id", ["subjectInformation", "patientID"]),
-    ]
-    for key, path in texts:
-        value = _find(root, path)
-        if value:
-            header[key] = value
-    return header
 
 
 # --------------------------------------------------------------------------- writing
@@ -511,7 +319,7 @@ def write_volume(
     TR/TE/TI/flip angle, fov_mm = (280, 280 * W / H, 3) (square pixels).
     recon_shape defaults to the shape of the given reconstruction, else
     ``volume.header['recon_shape']``, else (H, W) (no readout oversampling); its
-    readout must divide H (the oversampling, :func:`readout_oversampling`). compute_rss defaults to
+    readout must divide H (the oversampling, :func:`~vnrecon.data.ismrmrd_header.readout_oversampling`). compute_rss defaults to
     "no reconstruction given and no mask" (test-set style files with a mask carry
     no reconstruction, as in fastMRI). The file is written to a temporary file in
     the same directory and moved over ``path`` only when complete; on any error
@@ -560,7 +368,7 @@ def write_volume(
             "TI_ms": pick(TI_ms, "TI_ms"),
             "flip_angle_deg": pick(flip_angle_deg, "flip_angle_deg"),
         },
-        pe_limits=_pe_limits(header, phase),
+        pe_limits=pe_limits(header, phase),
     )
 
     with atomic_write(path) as temporary:
@@ -830,37 +638,3 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
         maps_index=maps_index,
         noise_covariance=covariance,
     )
-
-
-def montage_path(folder: str | Path) -> Path:
-    """Where a simulation's preview image of ``folder`` goes: beside the folder (``<folder>_montage.png``),
-    never inside it, so a folder of ours holds only .h5 files (fastMRI's SliceDataset opens every file
-    in its folder as HDF5)."""
-    folder = Path(folder)
-    return folder.parent / f"{folder.name}_montage.png"
-
-
-#: HDF5 attribute of every simulated file: the settings it was made with (JSON).
-SIMULATION_ATTR = "simulation"
-
-
-def claim_simulation_folder(folder: str | Path, kind: str, settings: dict) -> str:
-    """The record (JSON) a simulation stores in each of its files; refuses a folder whose .h5 files
-    were made otherwise (another seed, matrix, ...: a killed run rerun differently), so one folder
-    never mixes two data sets. The record lives in the files, not beside them, so the folder stays
-    all HDF5 (fastMRI's own SliceDataset opens every file it holds)."""
-    folder = Path(folder)
-    record = json.dumps({"kind": kind, **settings}, sort_keys=True)
-    for path in sorted(folder.glob("*.h5")) if folder.is_dir() else []:
-        try:
-            with h5py.File(path, "r") as h5:
-                found = h5.attrs.get(SIMULATION_ATTR)
-        except OSError:
-            found = None  # unreadable: not ours either
-        if found is None:
-            raise InputError(f"{folder}: holds {path.name}, not made by this simulation; use another --out or remove it")
-        if found != record:
-            before, now = json.loads(found), json.loads(record)
-            changed = ", ".join(f"{key} {before.get(key)!r} -> {value!r}" for key, value in now.items() if before.get(key) != value)
-            raise InputError(f"{folder}: holds a simulation with other settings ({changed}); use another --out or remove it")
-    return record

@@ -2,7 +2,7 @@
 
 Read with the ``ismrmrd`` Python package. What is taken from the file:
 
-* **Header** (``dataset/xml``, parsed by ``fastmri.parse_ismrmrd_header``): the
+* **Header** (``dataset/xml``, parsed by ``ismrmrd_header.parse_ismrmrd_header``): the
   encoded and recon matrix (their readout ratio is the readout oversampling),
   FOV, field strength, TR / TE, the ``kspace_encoding_step_1`` limits and the
   trajectory, which must be ``cartesian`` and 2-D (encoded z = 1).
@@ -40,7 +40,8 @@ import torch
 
 from ..errors import InputError
 from ..physics.whitening import whitening_matrix
-from .fastmri import Volume, parse_ismrmrd_header, readout_oversampling
+from .fastmri import Volume
+from .ismrmrd_header import parse_ismrmrd_header, readout_oversampling
 
 DATASET = "dataset"
 _SKIPPED_FLAGS = (

@@ -135,7 +135,8 @@ from ..files import atomic_write
 from ..physics.espirit import espirit_maps
 from ..physics.fft import fft2c, ifft2c
 from ..physics.noise import add_complex_noise, estimate_noise_sigma
-from .fastmri import SIMULATION_ATTR, Volume, claim_simulation_folder, montage_path, read_header, read_volume, write_volume
+from .fastmri import Volume, read_header, read_volume, write_volume
+from .simulation_folder import SIMULATION_ATTR, claim_simulation_folder, montage_path
 from .photos import default_images, load_images
 from .selection import SNR_SLICES, central_slices
 
@@ -524,7 +525,7 @@ def simulate_natural_dataset(
     progress: called as ``progress(done, count)`` after each image.
     slices_per_file: images per output file (the last file may hold fewer).
     map_crop: ESPIRiT eigenvalue crop of the maps (0: maps over the whole FOV).
-    montage: write the montage (``fastmri.montage_path``).
+    montage: write the montage (``simulation_folder.montage_path``).
 
     Returns the written .h5 paths in order. Raises InputError for bad arguments,
     a knee folder without both acquisitions, or an image folder without images.

@@ -15,7 +15,7 @@ arrays come back with their dimensions reversed, complex numbers as a compound
 of ``real`` / ``imag``). ``read_seed_patient`` gives one ``Volume`` per
 patient: k-space (slices, coils, readout, phase), the stored maps as the
 file's ``maps`` (so no ESPIRiT runs, exactly the paper's maps), the padding as
-fastMRI-style encoding limits (``fastmri.acquired_columns``), and the 2x
+fastMRI-style encoding limits (``ismrmrd_header.acquired_columns``), and the 2x
 readout oversampling in its header. Sequence folders of the paper's two
 protocols take the acquisition names the study uses (``coronal_pd`` ->
 CORPD_FBK, ``coronal_pd_fs`` -> CORPDFS_FBK); others keep their folder name.

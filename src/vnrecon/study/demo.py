@@ -11,7 +11,7 @@ step is skipped when its output exists, so an interrupted demo resumes.
 from pathlib import Path
 
 from ..data.knee import DEFAULT_MATRIX, simulate_knee_dataset
-from ..data.fastmri import montage_path
+from ..data.simulation_folder import montage_path
 from ..data.selection import Selection
 from ..eval.evaluate import EvaluationRequest, markdown_table, pivot_markdown, run_evaluation, summarise
 from ..eval.figures import plot_filters_and_activations, plot_training_curves

@@ -11,7 +11,7 @@ import torch
 
 from ...errors import InputError
 from ...files import atomic_write, available_memory, check_free_space
-from ..fastmri import SIMULATION_ATTR, claim_simulation_folder
+from ..simulation_folder import SIMULATION_ATTR, claim_simulation_folder, montage_path
 from ...physics.espirit import espirit_maps
 from ...physics.masks import DEFAULT_ACS_LINES, matched_acs_lines
 from ...physics.whitening import prewhiten, whitening_matrix
@@ -97,12 +97,12 @@ def simulate_knee_dataset(
     TR / TE / field strength / FOV in the ISMRMRD header, and a
     ``reconstruction_rss`` on the readout-cropped matrix (H / 2, W). ``progress(done,
     total)`` is called after each patient. With ``montage`` a PNG beside the folder
-    (``fastmri.montage_path``: ``<out_dir>_montage.png``) shows RSS images of three central slices (3 apart)
+    (``simulation_folder.montage_path``: ``<out_dir>_montage.png``) shows RSS images of three central slices (3 apart)
     of the first two patients, one row per patient: PDw slices, then PDw-FS
     slices side by side. Returns the written .h5 paths
     (patient-major, PDw first).
     """
-    from ..fastmri import Volume, montage_path, write_volume
+    from ..fastmri import Volume, write_volume
 
     out_dir = Path(out_dir)
     grid = _Grid(check_matrix(matrix), (float(fov_mm[0]), float(fov_mm[1])))
