@@ -124,3 +124,10 @@ def test_bart_kspace_converts_to_our_layout_and_back(tmp_path):
     undersampled = read_volume(tmp_path / "u.h5")
     np.testing.assert_array_equal(undersampled.mask, mask)
     assert undersampled.oversampling == 2
+    # Zero-filled edge columns (a padded fastMRI file exported to BART) are padding, not undersampling.
+    padded = kspace.copy()
+    padded[..., :3] = padded[..., 60:] = 0
+    cfl.write_cfl(tmp_path / "p.cfl", cfl.kspace_to_bart(padded))
+    assert main(["convert", str(tmp_path / "p"), "--to", str(tmp_path / "p.h5")]) == 0
+    back = read_volume(tmp_path / "p.h5")
+    assert back.mask is None and back.acquired == (3, 60) and back.reconstruction_rss is not None

@@ -73,12 +73,12 @@ def test_generated_accelerated_file_with_noise_scan(tmp_path):
     assert read_ismrmrd(path, repetition=1).mask[1]  # the odd lines
 
 
-def _api_file(path, kspace, mask, noise, *, calibration=None, trajectory="cartesian", recon_readout=None, extra=None):
+def _api_file(path, kspace, mask, noise, *, calibration=None, trajectory="cartesian", recon_readout=None, extra=None, pe_limits=None):
     """An ISMRMRD file written with the ismrmrd Python API: kspace (slices, coils, H, W), lines in ``mask``."""
     slices, coils, readout, phase = kspace.shape
     xml = build_ismrmrd_header(
         kspace.shape, (recon_readout or readout // 2, phase), fov_mm=(280.0, 140.0, 3.0), field_strength_T=3.0,
-        sequence={"TR_ms": 2750.0, "TE_ms": 27.0},
+        sequence={"TR_ms": 2750.0, "TE_ms": 27.0}, pe_limits=pe_limits,
     ).replace("<trajectory>cartesian</trajectory>", f"<trajectory>{trajectory}</trajectory>")
     if calibration:
         xml = xml.replace("</encodingLimits>", f"</encodingLimits>\n    <parallelImaging><accelerationFactor><kspace_encoding_step_1>4"
@@ -95,7 +95,7 @@ def _api_file(path, kspace, mask, noise, *, calibration=None, trajectory="cartes
         for line in np.flatnonzero(mask):
             acquisition = ismrmrd.Acquisition.from_array(np.ascontiguousarray(kspace[index, :, :, line]).astype(np.complex64))
             acquisition.center_sample = readout // 2
-            acquisition.idx.kspace_encode_step_1 = int(line)
+            acquisition.idx.kspace_encode_step_1 = int(line) - (0 if pe_limits is None else phase // 2 - pe_limits[2])
             acquisition.idx.slice = index
             if calibration and abs(line - phase // 2) < 6:
                 acquisition.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
@@ -129,6 +129,16 @@ def test_api_written_file_places_lines_and_whitens_its_noise(tmp_path):
     samples = prewhiten(torch.from_numpy(np.concatenate(noise, axis=1)[:, :, None]), transform).numpy()[:, :, 0]
     identity = samples @ samples.conj().T / samples.shape[1] / np.mean(np.real(np.diag(volume.noise_covariance)))
     np.testing.assert_allclose(identity, np.eye(4), atol=1e-6)
+
+
+def test_encoding_limits_narrower_than_the_matrix_are_padding_not_undersampling(tmp_path):
+    kspace = multicoil_slice(n_coils=4, readout=32, phase=24, seed=4)[0][None]
+    kspace[..., :2] = kspace[..., 22:] = 0
+    mask = np.zeros(24, bool)
+    mask[2:22] = True  # every encoded line: steps 0..19, centre 10 -> columns 2..21 (fastMRI: padding 2 and 22)
+    volume = read_ismrmrd(_api_file(tmp_path / "padded.h5", kspace, mask, [], pe_limits=(0, 19, 10)))
+    assert volume.mask is None and volume.acquired == (2, 22)  # fully sampled: usable for training
+    np.testing.assert_allclose(volume.kspace, kspace.astype(np.complex64), atol=1e-7)
 
 
 def test_separate_calibration_lines_are_left_out_embedded_ones_kept(tmp_path):

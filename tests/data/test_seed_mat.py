@@ -100,6 +100,10 @@ def test_damaged_seed_files_name_the_file(tmp_path):
     scipy.io.savemat(tmp_path / "seq" / "1" / "espirit1.mat", {"sensitivities": np.ones((3, 3, 3))})
     with pytest.raises(InputError, match="espirit1.mat: 'sensitivities' has shape"):
         read_seed_patient(tmp_path / "seq" / "1")
+    rawdata, _, _ = seed_slice(1)
+    scipy.io.savemat(tmp_path / "seq" / "1" / "rawdata1.mat", {"rawdata": rawdata, "padlength_left": np.zeros(0)})
+    with pytest.raises(InputError, match="rawdata1.mat: 'padlength_left' must be one non-negative integer"):
+        read_seed_patient(tmp_path / "seq" / "1")
     (tmp_path / "seq" / "1" / "rawdata1.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 40)
     with pytest.raises(InputError, match="rawdata1.mat: cannot read as a MATLAB file"):
         read_seed_patient(tmp_path / "seq" / "1")

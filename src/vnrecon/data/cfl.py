@@ -95,8 +95,9 @@ def read_cfl(path: str | Path) -> np.ndarray:
 def write_cfl(path: str | Path, array: np.ndarray) -> Path:
     """Write ``array`` (up to 16 dimensions, BART order) as NAME.cfl + NAME.hdr, each atomically; returns NAME.cfl.
 
-    The data are written before the header, so an interrupted write leaves a pair whose sizes
-    disagree, which ``read_cfl`` refuses, never a header that describes data it does not have.
+    The data are written before the header: an overwrite interrupted between the two leaves new
+    data under the old header, which ``read_cfl`` refuses when the sizes differ (an array of the
+    same number of samples in another shape would pass: the pair is two files, not one).
     """
     array = np.asarray(array)
     if array.ndim > BART_DIMS:

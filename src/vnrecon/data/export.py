@@ -15,17 +15,19 @@ header gives the geometry). Formats:
 * ``dicom``  one MR Image Storage series (a folder of one file per slice) through
   ``pydicom``: 16-bit unsigned magnitude scaled to 0..4095, window on the
   99.5th percentile, pixel spacing, slice thickness, image position and
-  orientation (the array's axes, as for NIfTI), TR / TE / field strength
-  from the header, fresh UIDs per study, series, frame of reference and image.
+  orientation (the same world positions as the NIfTI export, in DICOM's LPS),
+  TR / TE / field strength from the header, fresh UIDs per study, series,
+  frame of reference and image. The folder is replaced whole.
 * ``png``    all slices in one grid (``eval.figures.save_image_grid``).
 
-Every file is written through ``files.atomic_write``.
+Every file is written through ``files.atomic_write`` (the DICOM folder as a whole).
 """
 
 from __future__ import annotations
 
 import datetime
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,10 +115,38 @@ def _write_nifti(path: Path, magnitude: np.ndarray, volume: Volume) -> Path:
 
 
 def _write_dicom(folder: Path, magnitude: np.ndarray, volume: Volume, source: str) -> Path:
+    """The series goes into a temporary folder beside ``folder`` and replaces it whole: a rerun never
+    leaves slices of an earlier series (other UIDs, another slice count) mixed into the new one."""
+    import shutil
+
+    temporary = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        _write_series(temporary, magnitude, volume, source)
+        if folder.exists():
+            previous = folder.parent / f".{folder.name}.{os.getpid()}.old"
+            folder.rename(previous)
+            temporary.rename(folder)
+            shutil.rmtree(previous)
+        else:
+            temporary.rename(folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
+
+
+def _write_series(folder: Path, magnitude: np.ndarray, volume: Volume, source: str) -> None:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    folder.mkdir(parents=True, exist_ok=True)
     spacing = pixel_spacing_mm(volume)
     scale = DICOM_MAX / magnitude.max() if magnitude.max() > 0 else 1.0
     pixels = np.clip(np.rint(magnitude * scale), 0, DICOM_MAX).astype(np.uint16)
@@ -147,21 +177,21 @@ def _write_dicom(folder: Path, magnitude: np.ndarray, volume: Volume, source: st
         ds.EchoTime = header.get("TE_ms", "")
         ds.EchoTrainLength = ""
         ds.MagneticFieldStrength = header.get("field_strength_T", "")
-        ds.SliceThickness = spacing[2]
-        ds.SpacingBetweenSlices = spacing[2]
-        ds.PixelSpacing = [spacing[0], spacing[1]]
-        ds.ImageOrientationPatient = [0, 1, 0, 1, 0, 0]  # rows run along phase (j), columns along readout (i)
-        ds.ImagePositionPatient = [-spacing[0] * (rows - 1) / 2, -spacing[1] * (columns - 1) / 2,
-                                   spacing[2] * (index - (len(pixels) - 1) / 2)]  # fmt: skip
-        ds.SliceLocation = ds.ImagePositionPatient[2]
+        ds.SliceThickness = _ds(spacing[2])
+        ds.SpacingBetweenSlices = _ds(spacing[2])
+        ds.PixelSpacing = [_ds(spacing[0]), _ds(spacing[1])]
+        # The NIfTI export's world (RAS: i = readout -> +x, j = phase -> +y, k = slice -> +z) in DICOM's LPS:
+        # along a row (j) is RAS +y = LPS (0, -1, 0), down a column (i) is RAS +x = LPS (-1, 0, 0).
+        ds.ImageOrientationPatient = [0, -1, 0, -1, 0, 0]
+        position = [-spacing[0] * (rows - 1) / 2, -spacing[1] * (columns - 1) / 2, spacing[2] * (index - (len(pixels) - 1) / 2)]
+        ds.ImagePositionPatient = [_ds(-position[0]), _ds(-position[1]), _ds(position[2])]  # RAS -> LPS
+        ds.SliceLocation = _ds(position[2])
         ds.PositionReferenceIndicator = ""
         ds.PatientPosition = ""  # not recorded in fastMRI files
         ds.Laterality = ""  # nor is which knee (dciodvfy: present, empty when unknown)
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = rows, columns
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.WindowCenter, ds.WindowWidth = top / 2, top
+        ds.WindowCenter, ds.WindowWidth = _ds(top / 2), _ds(top)
         ds.PixelData = np.ascontiguousarray(image).tobytes()
-        with atomic_write(folder / f"IM{index + 1:04d}.dcm") as temporary:
-            ds.save_as(temporary, enforce_file_format=True)
-    return folder
+        ds.save_as(folder / f"IM{index + 1:04d}.dcm", enforce_file_format=True)

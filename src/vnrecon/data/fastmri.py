@@ -544,7 +544,7 @@ def read_header(path: str | Path) -> VolumeInfo:
     volume = _ismrmrd_volume(path)
     return VolumeInfo(
         path=path, shape=volume.kspace.shape, dtype=volume.kspace.dtype, acquisition=volume.acquisition,
-        patient_id=volume.patient_id, header=volume.header, has_mask=volume.mask is not None, has_rss=False,
+        patient_id=volume.patient_id, header=dict(volume.header), has_mask=volume.mask is not None, has_rss=False,
         mask=volume.mask, attrs={}, has_noise_covariance=volume.noise_covariance is not None,
         oversampling=volume.oversampling,
     )  # fmt: skip
@@ -565,7 +565,11 @@ def _ismrmrd_volume(path: Path) -> Volume:
 def _cached_ismrmrd(path: Path, mtime_ns: int, size: int) -> Volume:
     from .ismrmrd_raw import read_ismrmrd  # imports this module
 
-    return read_ismrmrd(path)
+    volume = read_ismrmrd(path)
+    for array in (volume.kspace, volume.mask, volume.noise_covariance):
+        if array is not None:
+            array.setflags(write=False)  # shared by every later read: callers get copies or read-only views
+    return volume
 
 
 def _selection(path: Path, slices: SliceSelection, n_slices: int) -> list[int]:
@@ -607,7 +611,7 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
     if ismrmrd:
         volume = _ismrmrd_volume(path)
         indices = _selection(path, slices, volume.n_slices)
-        return replace(volume, kspace=volume.kspace[indices])
+        return replace(volume, kspace=volume.kspace[indices], header=dict(volume.header))
     with _open(path) as h5:
         info = _inspect(path, h5)
         indices = _selection(path, slices, info.n_slices)

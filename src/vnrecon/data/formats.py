@@ -77,7 +77,13 @@ def read_raw(
     header = {"encoded_shape": (readout, phase, 1), "recon_shape": (readout // oversampling, phase, 1)}
     mask = None
     sampled = np.abs(kspace).sum(axis=(0, 1, 2)) > 0
-    if not sampled.all() and sampled.any():  # zero-filled lines: an undersampled acquisition, as BART stores one
+    if not sampled.any():
+        raise InputError(f"{cfl.cfl_pair(path)[1]}: the k-space is all zero")
+    first, last = np.flatnonzero(sampled)[[0, -1]]
+    if (first, last + 1) != (0, phase):  # zero-filled edge columns: fastMRI-style padding
+        header.update(pe_min=0, pe_max=int(last - first), pe_center=int(phase // 2 - first),
+                      padding_left=int(first), padding_right=int(last + 1))  # fmt: skip
+    if not sampled[first : last + 1].all():  # zero lines inside: an undersampled acquisition, as BART stores one
         mask = sampled
     return Volume(kspace=kspace, acquisition=acquisition, patient_id=patient_id or path.stem, mask=mask, header=header)
 

@@ -19,8 +19,9 @@ Read with the ``ismrmrd`` Python package. What is taken from the file:
   k-space (and the mask); calibration-only lines of a ``separate`` or
   ``external`` calibration (another contrast or resolution) are left out.
   Navigator, phase-correction, dummy-scan and feedback readouts are skipped.
-* **Mask.** The phase lines that were measured; None when every line was
-  (a fully sampled file, usable for training). Repetitions that sample
+* **Mask.** The phase lines that were measured; None when every line inside
+  the encoding limits was (a fully sampled file, usable for training; the
+  columns outside are fastMRI's padding). Repetitions that sample
   different lines (interleaved acquisitions) cannot share one mask: choose one
   with ``repetition``.
 
@@ -41,7 +42,7 @@ import torch
 from ..errors import InputError
 from ..physics.whitening import whitening_matrix
 from .fastmri import Volume
-from .ismrmrd_header import parse_ismrmrd_header, readout_oversampling
+from .ismrmrd_header import acquired_columns, parse_ismrmrd_header, readout_oversampling
 
 DATASET = "dataset"
 _SKIPPED_FLAGS = (
@@ -141,6 +142,7 @@ def read_ismrmrd(path: str | Path, repetition: int | None = None) -> Volume:
 
 def _volume(path: Path, header: dict, lines: dict, noise: list[np.ndarray]) -> Volume:
     readout, phase = header["encoded_shape"][:2]
+    first, stop = acquired_columns(header, phase)
     frames = sorted(lines)
     coils = {row.shape[0] for frame in lines.values() for row in frame.values()}
     if len(coils) != 1:
@@ -160,9 +162,10 @@ def _volume(path: Path, header: dict, lines: dict, noise: list[np.ndarray]) -> V
         )
     covariance = None
     if noise:
+        channels = sorted({block.shape[0] for block in noise})
+        if channels != [n_coils]:
+            raise InputError(f"{path}: noise scans have {channels} channels, the imaging data {n_coils}")
         samples = np.concatenate(noise, axis=1).astype(np.complex128)
-        if samples.shape[0] != n_coils:
-            raise InputError(f"{path}: noise scans have {samples.shape[0]} channels, the imaging data {n_coils}")
         covariance = samples @ samples.conj().T / samples.shape[1]
         try:
             whitening_matrix(torch.from_numpy(covariance))  # Hermitian positive definite, or one line now
@@ -172,7 +175,7 @@ def _volume(path: Path, header: dict, lines: dict, noise: list[np.ndarray]) -> V
         kspace=kspace,
         acquisition=header.get("protocol", ""),
         patient_id=header.get("patient_id", path.stem),
-        mask=None if masks[0].all() else masks[0],
+        mask=None if masks[0][first:stop].all() else masks[0],  # every line inside the encoding limits: fully sampled
         header=header,
         noise_covariance=covariance,
     )

@@ -126,6 +126,14 @@ def _variable(variables: dict, name: str, path: Path, ndim: int) -> np.ndarray:
     return value
 
 
+def _count(variables: dict, name: str, path: Path) -> int:
+    """A non-negative integer scalar such as 'padlength_left' (0 when absent)."""
+    value = np.asarray(variables.get(name, 0)).reshape(-1)
+    if value.size != 1 or not np.isfinite(value[0]) or value[0] < 0 or value[0] != int(value[0]):
+        raise InputError(f"{path}: '{name}' must be one non-negative integer, got {value.tolist()}")
+    return int(value[0])
+
+
 def read_seed_patient(folder: str | Path) -> Volume:
     """One patient folder of the seed data as a volume with its stored ESPIRiT maps."""
     folder = Path(folder)
@@ -136,7 +144,7 @@ def read_seed_patient(folder: str | Path) -> Volume:
     for number, path in numbered:
         raw = load_mat(path)
         data = _variable(raw, "rawdata", path, 3)
-        padding.add(tuple(int(np.asarray(raw.get(key, 0)).reshape(-1)[0]) for key in ("padlength_left", "padlength_right")))
+        padding.add(tuple(_count(raw, key, path) for key in ("padlength_left", "padlength_right")))
         sensitivities_path = folder / f"espirit{number}.mat"
         sensitivities = _variable(load_mat(sensitivities_path), "sensitivities", sensitivities_path, 3)
         if sensitivities.shape != data.shape:

@@ -23,7 +23,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..data.dataset import SliceDataset, collate_slices, to_device
+from ..data.dataset import SliceDataset, collate_by_shape, collate_slices, to_device
 from ..data.fastmri import read_header
 from ..data.selection import Selection, parse_selections
 from ..errors import InputError
@@ -82,26 +82,27 @@ def evaluate(
     rows = []
     with torch.no_grad():
         for start in tqdm(starts, desc=description, unit="batch", disable=None if progress else True, leave=False):
-            batch = collate_slices([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
-            batch = to_device(batch, device)
-            readout = batch["reference"].shape[-2]
-            for name, method in methods.items():
-                _synchronise(device)
-                started = time.perf_counter()
-                output = method(batch["kspace"], batch["maps"], batch["mask"], readout)
-                _synchronise(device)
-                seconds = (time.perf_counter() - started) / len(batch["file"])
-                scores = {
-                    "nrmse": nrmse(output, batch["reference"]),
-                    "ssim": ssim(output, batch["reference"]),
-                    "psnr": psnr(output, batch["reference"]),
-                }
-                for index, (path, slice_index) in enumerate(zip(batch["file"], batch["slice"])):
-                    row = {"test_set": test_set, **({} if mask is None else {"mask": mask})}
-                    row.update({"method": name, "file": path, "slice": slice_index})
-                    row.update({metric: float(scores[metric][index]) for metric in METRICS})
-                    row["seconds"] = seconds
-                    rows.append(row)
+            items = [dataset[index] for index in range(start, min(start + batch_size, len(dataset)))]
+            for part in collate_by_shape(items):  # one batch per matrix size
+                batch = to_device(part, device)
+                readout = batch["reference"].shape[-2]
+                for name, method in methods.items():
+                    _synchronise(device)
+                    started = time.perf_counter()
+                    output = method(batch["kspace"], batch["maps"], batch["mask"], readout)
+                    _synchronise(device)
+                    seconds = (time.perf_counter() - started) / len(batch["file"])
+                    scores = {
+                        "nrmse": nrmse(output, batch["reference"]),
+                        "ssim": ssim(output, batch["reference"]),
+                        "psnr": psnr(output, batch["reference"]),
+                    }
+                    for index, (path, slice_index) in enumerate(zip(batch["file"], batch["slice"])):
+                        row = {"test_set": test_set, **({} if mask is None else {"mask": mask})}
+                        row.update({"method": name, "file": path, "slice": slice_index})
+                        row.update({metric: float(scores[metric][index]) for metric in METRICS})
+                        row["seconds"] = seconds
+                        rows.append(row)
     return rows
 
 
@@ -283,8 +284,10 @@ def spread_indices(count: int, wanted: int) -> list[int]:
 
 
 def _tuning_batch(dataset: SliceDataset, device: torch.device, slices: int) -> dict:
+    """The tuning slices, spread over the set; of mixed matrix sizes, those of the most common size."""
     indices = spread_indices(len(dataset), slices)
-    return to_device(collate_slices([dataset[index] for index in indices]), device)
+    parts = collate_by_shape([dataset[index] for index in indices])
+    return to_device(max(parts, key=lambda part: len(part["file"])), device)
 
 
 def tune_method(method: str, batch: dict, mask: str) -> WeightChoice:
