@@ -78,6 +78,12 @@ def test_files_of_different_phase_widths_train_in_one_set(knee_folder, tmp_path)
     with open(tmp_path / "run" / "history.csv") as handle:
         rows = handle.read().splitlines()
     assert len(rows) == 3 and all(re.match(r"^\d+,\d+,[0-9.e-]+,", row) for row in rows[1:])
+    # Evaluation and the tuning of a classical weight take the same set.
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "--data", str(narrow), "--acs-lines", str(KNEE_ACS), "--out", str(out), "--quiet",
+                 "--method", "zf", "--method", "sense", "--tune", str(narrow), "--cache", str(tmp_path / "cache")]) == 0  # fmt: skip
+    with open(next(out.glob("*.csv"))) as handle:
+        assert len(handle.read().splitlines()) == 1 + 2 * 4  # 2 methods x 4 slices of two widths
 
 
 def test_a_challenge_file_is_reconstructed_as_given(knee_folder, run, tmp_path, capsys):
