@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "contrasts, and write to DIR: report.html (self-contained: train x test table,\n"
             "example slices with SSIM, zoom and error maps, training curves, filters),\n"
             "results.md/.csv, evaluation/<contrast>/ (per-slice CSV, summary JSON) and the\n"
-            "runs. 10-18 minutes on 2 CPU cores, depending on the CPU. A rerun skips what is already done."
+            "runs. 7-18 minutes on 2 CPU cores, depending on the CPU. A rerun skips what is already done."
         ),
         formatter_class=HelpFormatter,
     )
