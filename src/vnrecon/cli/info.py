@@ -69,7 +69,7 @@ def _format_info(path: Path) -> str:
     if (first, stop) != (0, info.phase):
         lines.append(f"  acquired:     columns {first}-{stop - 1} of {info.phase} (the rest zero-filled: fastMRI padding)")
     if info.mask is not None:
-        acquired = within_columns(info.mask, (first, stop))[first:stop]
+        acquired = info.mask[first:stop]
         lines.append(
             f"  mask:         effective acceleration {effective_acceleration(acquired):.2f}"
             f" ({int(acquired.sum())} of {acquired.size} acquired lines), {count_acs_lines(info.mask)} ACS lines"

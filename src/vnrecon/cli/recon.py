@@ -20,7 +20,6 @@ def _run_recon(args: argparse.Namespace) -> int:
 
     from vnrecon.data.export import output_paths, write_images
     from vnrecon.data.fastmri import read_volume
-    from vnrecon.eval.figures import save_image_grid
     from vnrecon.models.inference import check_mask_fits, reconstruct_volume
     from vnrecon.physics.masks import DEFAULT_ACS_LINES, count_acs_lines, make_mask, within_columns
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
@@ -63,13 +62,10 @@ def _run_recon(args: argparse.Namespace) -> int:
         model, volume.kspace, np.asarray(mask, bool), args.acs_lines, volume.oversampling, where=str(args.input),
         progress=True, device=args.device, maps=volume.slice_maps(),
     )
-    write_images(args.out, args.format, images, volume, np.asarray(mask, bool), str(checkpoint))
+    write_images(args.out, args.format, images, volume, np.asarray(mask, bool), str(checkpoint), str(args.input))
     print(f"reconstructed {images.shape[0]} slices of {args.input} ({how}) -> {args.out}")
     if args.png:
-        png = save_image_grid(
-            [np.abs(image) for image in images], [f"slice {index}" for index in range(images.shape[0])],
-            args.out.with_suffix(".png"), title=f"{args.input.name}: VN reconstruction",
-        )
+        png = write_images(args.out.with_suffix(".png"), "png", images, volume, np.asarray(mask, bool), str(checkpoint), str(args.input))
         print(f"images: {png}")
     return 0
 

@@ -58,11 +58,17 @@ def pixel_spacing_mm(volume: Volume) -> tuple[float, float, float]:
     return (fov[0] / shape[0], fov[1] / shape[1], fov[2] if fov[2] > 0 else 1.0)
 
 
-def write_images(path: str | Path, format: str, images: np.ndarray, volume: Volume, mask: np.ndarray, source: str) -> Path:
-    """Write ``images`` in ``format`` (``FORMATS``) to ``path``; returns what was written (file or folder)."""
+def write_images(
+    path: str | Path, format: str, images: np.ndarray, volume: Volume, mask: np.ndarray, model: str, source: str = ""
+) -> Path:
+    """Write ``images`` in ``format`` (``FORMATS``) to ``path``; returns what was written (file or folder).
+
+    ``model`` (the checkpoint) is recorded in the h5 output; ``source`` (the raw-data file) names the
+    images in the PNG title and the DICOM series description."""
     path = Path(path)
+    name = Path(source).name or volume.patient_id or "raw data"
     if format == "h5":
-        return _write_h5(path, images, volume, mask, source)
+        return _write_h5(path, images, volume, mask, model)
     if format == "cfl":
         from .cfl import images_to_bart, write_cfl
 
@@ -70,16 +76,16 @@ def write_images(path: str | Path, format: str, images: np.ndarray, volume: Volu
     if format == "nifti":
         return _write_nifti(path, np.abs(images), volume)
     if format == "dicom":
-        return _write_dicom(path, np.abs(images), volume, source)
+        return _write_dicom(path, np.abs(images), volume, name)
     if format == "png":
         from ..eval.figures import save_image_grid
 
         return save_image_grid([np.abs(image) for image in images], [f"slice {index}" for index in range(len(images))],
-                               path, title=f"{Path(source).name}: VN reconstruction")  # fmt: skip
+                               path, title=f"{name}: VN reconstruction")  # fmt: skip
     raise ValueError(f"unknown format {format!r}")
 
 
-def _write_h5(path: Path, images: np.ndarray, volume: Volume, mask: np.ndarray, source: str) -> Path:
+def _write_h5(path: Path, images: np.ndarray, volume: Volume, mask: np.ndarray, model: str) -> Path:
     import h5py
 
     recon_shape = tuple(volume.header.get("recon_shape", (images.shape[-2], images.shape[-1])))[:2]
@@ -90,7 +96,7 @@ def _write_h5(path: Path, images: np.ndarray, volume: Volume, mask: np.ndarray, 
         h5.create_dataset("mask", data=mask.astype(bool))
         h5.attrs["acquisition"] = volume.acquisition
         h5.attrs["patient_id"] = volume.patient_id
-        h5.attrs["model"] = source
+        h5.attrs["model"] = model
         h5.attrs["max"] = float(magnitude.max())
         h5.attrs["norm"] = float(np.linalg.norm(magnitude))
     return path
@@ -114,7 +120,7 @@ def _write_nifti(path: Path, magnitude: np.ndarray, volume: Volume) -> Path:
     return path
 
 
-def _write_dicom(folder: Path, magnitude: np.ndarray, volume: Volume, source: str) -> Path:
+def _write_dicom(folder: Path, magnitude: np.ndarray, volume: Volume, name: str) -> Path:
     """The series goes into a temporary folder beside ``folder`` and replaces it whole: a rerun never
     leaves slices of an earlier series (other UIDs, another slice count) mixed into the new one."""
     import shutil
@@ -123,7 +129,7 @@ def _write_dicom(folder: Path, magnitude: np.ndarray, volume: Volume, source: st
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
     try:
-        _write_series(temporary, magnitude, volume, source)
+        _write_series(temporary, magnitude, volume, name)
         if folder.exists():
             previous = folder.parent / f".{folder.name}.{os.getpid()}.old"
             folder.rename(previous)
@@ -143,7 +149,7 @@ def _ds(value: float) -> str:
     return format_number_as_ds(float(value))
 
 
-def _write_series(folder: Path, magnitude: np.ndarray, volume: Volume, source: str) -> None:
+def _write_series(folder: Path, magnitude: np.ndarray, volume: Volume, name: str) -> None:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -170,7 +176,7 @@ def _write_series(folder: Path, magnitude: np.ndarray, volume: Volume, source: s
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
         ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
         ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = 1, index + 1, 1
-        ds.SeriesDescription = f"VN reconstruction of {Path(source).name}"[:64]
+        ds.SeriesDescription = f"VN reconstruction of {name}"[:64]
         ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
         ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "SK", "", "2D"
         ds.RepetitionTime = header.get("TR_ms", "")

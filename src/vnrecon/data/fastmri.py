@@ -537,9 +537,11 @@ def _read_maps(path: Path, h5: h5py.File, indices: list[int]) -> tuple[np.ndarra
 
 def read_header(path: str | Path) -> VolumeInfo:
     """Metadata and layout checks only; k-space is not read (except from ISMRMRD files). Raises InputError."""
+    from .ismrmrd_raw import holds_ismrmrd  # imports this module
+
     path = Path(path)
     with _open(path) as h5:
-        if not _holds_ismrmrd(h5):
+        if not holds_ismrmrd(h5):
             return _inspect(path, h5)
     volume = _ismrmrd_volume(path)
     return VolumeInfo(
@@ -548,11 +550,6 @@ def read_header(path: str | Path) -> VolumeInfo:
         mask=volume.mask, attrs={}, has_noise_covariance=volume.noise_covariance is not None,
         oversampling=volume.oversampling,
     )  # fmt: skip
-
-
-def _holds_ismrmrd(h5: h5py.File) -> bool:
-    group = h5.get("dataset")
-    return "kspace" not in h5 and isinstance(group, h5py.Group) and "xml" in group and "data" in group
 
 
 def _ismrmrd_volume(path: Path) -> Volume:
@@ -605,9 +602,11 @@ def read_volume(path: str | Path, slices: SliceSelection = None) -> Volume:
     slice). Raises InputError for any problem with the file, including NaN/Inf in
     the selected k-space slices.
     """
+    from .ismrmrd_raw import holds_ismrmrd  # imports this module
+
     path = Path(path)
     with _open(path) as h5:
-        ismrmrd = _holds_ismrmrd(h5)
+        ismrmrd = holds_ismrmrd(h5)
     if ismrmrd:
         volume = _ismrmrd_volume(path)
         indices = _selection(path, slices, volume.n_slices)

@@ -53,12 +53,17 @@ _SKIPPED_FLAGS = (
 _UNSUPPORTED_INDICES = ("kspace_encode_step_2", "contrast", "phase", "set", "average")
 
 
+def holds_ismrmrd(h5: h5py.File) -> bool:
+    """An open HDF5 file with ISMRMRD's ``dataset/xml`` and ``dataset/data`` (and no fastMRI ``kspace``)."""
+    group = h5.get(DATASET)
+    return "kspace" not in h5 and isinstance(group, h5py.Group) and "xml" in group and "data" in group
+
+
 def is_ismrmrd(path: str | Path) -> bool:
-    """An HDF5 file with ISMRMRD's ``dataset/xml`` and ``dataset/data``."""
+    """A file that ``holds_ismrmrd``."""
     try:
         with h5py.File(path, "r") as h5:
-            group = h5.get(DATASET)
-            return isinstance(group, h5py.Group) and "xml" in group and "data" in group
+            return holds_ismrmrd(h5)
     except OSError:
         return False
 
