@@ -28,6 +28,19 @@ def two_realisations():
     return first, second, clean
 
 
+def test_noise_scale_scales_the_same_noise_draw_and_keeps_the_object(two_realisations):
+    first, _, clean = two_realisations
+    quiet = acquisition.acquire_patient(1, 3, n_slices=8, matrix=MATRIX, noise_scale=0.25)
+    for name in first.kspace:
+        noise = first.kspace[name].astype(np.complex128) - clean.kspace[name]
+        quiet_noise = quiet.kspace[name].astype(np.complex128) - clean.kspace[name]
+        # float32 storage: rounding of the signal-sized sums
+        np.testing.assert_allclose(quiet_noise, 0.25 * noise, rtol=0, atol=1e-6 * np.abs(clean.kspace[name]).max())
+        assert quiet.paper_snr[name] > 3 * first.paper_snr[name]  # less than 4: ringing into the margins
+        assert quiet.tissue_snr[name] == pytest.approx(4 * first.tissue_snr[name], rel=1e-9)
+    np.testing.assert_allclose(quiet.noise_covariance, first.noise_covariance / 16, rtol=1e-12)
+
+
 def test_noise_sample_covariance_matches_the_model(two_realisations):
     first, _, clean = two_realisations
     noise = first.kspace["CORPDFS_FBK"] - clean.kspace["CORPDFS_FBK"]

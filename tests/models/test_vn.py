@@ -293,10 +293,11 @@ def test_initial_parameters_satisfy_the_constraints_and_project_restores_them():
         torch.testing.assert_close(p, q, rtol=0, atol=1e-15)
 
 
-def test_parameter_blocks_cover_every_parameter_once():
-    net = small_net(stages=3)
+@pytest.mark.parametrize("noise_aware", [False, True])
+def test_parameter_blocks_cover_every_parameter_once(noise_aware):
+    net = small_net(stages=3, noise_aware=noise_aware)
     blocks = net.parameter_blocks()
-    assert tuple(blocks) == PARAMETER_BLOCKS == ("filters", "activations", "lambda")
+    assert tuple(blocks) == PARAMETER_BLOCKS == ("filters", "activations", "lambda", "noise")
     ids = [id(p) for params in blocks.values() for p in params]
     assert sorted(ids) == sorted(id(p) for p in net.parameters())
     assert set(net.block_projections()) == set(blocks)

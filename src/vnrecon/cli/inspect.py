@@ -11,7 +11,7 @@ from .common import HelpFormatter
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from vnrecon.eval.figures import plot_filters_and_activations, plot_training_curves
+    from vnrecon.eval.figures import plot_filters_and_activations, plot_noise_conditioning, plot_training_curves
     from vnrecon.train.checkpoint import model_from_checkpoint, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.run)
@@ -19,6 +19,9 @@ def _run_inspect(args: argparse.Namespace) -> int:
     out = check_destination(args.out or checkpoint.parent, folder=True)
     filters = plot_filters_and_activations(model, out / "filters.png", title=f"{args.run}: filters and activations")
     print(f"filters and activations: {filters}")
+    if model.noise is not None:
+        conditioning = plot_noise_conditioning(model, out / "noise.png", title=f"{args.run}: lambda_t against the noise level")
+        print(f"noise conditioning: {conditioning}")
     if payload["history"]:
         curves = plot_training_curves(payload["history"], out / "curves.png", title=f"{args.run}: training curves")
         print(f"training curves: {curves}")
@@ -32,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Draw the learned filters (real and imaginary part) and activation functions of\n"
             "every stage (the paper's Figure 10) to filters.png, and the training and\n"
-            "validation RMSE/SSIM per epoch to curves.png, in RUN_DIR (or --out)."
+            "validation RMSE/SSIM per epoch to curves.png, in RUN_DIR (or --out). For a noise-aware\n"
+            "network (model setting noise_aware) also noise.png: lambda_t and the regulariser's scales\n"
+            "of every stage against the noise level it estimates from its input."
         ),
         formatter_class=HelpFormatter,
     )

@@ -13,6 +13,9 @@ One item is one slice, prepared as the reconstruction sees it:
 * ``scale``     the normalisation: max |A^H f| of the undersampled slice
   (SPEC section 3); multiply an output by it to get back to the file's units
 * ``file``, ``slice``: where the item came from
+* with ``noise_levels=True`` also ``signal_rms`` (rms of the fully sampled
+  k-space) and ``noise_sigma`` (its noise std from the readout margins), both
+  normalised: what noise augmentation (``vnrecon.train.augment``) needs
 
 A file with a ``noise_covariance`` is prewhitened first (k-space and stored
 maps, ``Volume.prewhitened``), so everything below sees white channel noise.
@@ -66,6 +69,9 @@ class SliceEntry:
     oversampling: int
     #: [first, stop) of the acquired phase-encoding columns (``VolumeInfo.acquired``).
     columns: tuple[int, int]
+    #: The true noise std a simulation recorded (attribute ``noise_sigma``), for files without a noise
+    #: covariance (prewhitening would change it); None: estimated from the readout margins.
+    recorded_sigma: float | None = None
 
 
 def stable_seed(*parts) -> int:
@@ -83,8 +89,10 @@ class SliceDataset(Dataset):
         seed: int = 0,
         cache_dir: str | Path | None = None,
         espirit: dict | None = None,
+        noise_levels: bool = False,
     ):
         self.seed = seed
+        self.noise_levels = noise_levels
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
         self.espirit = dict(espirit or {})
         self.entries: list[SliceEntry] = []
@@ -97,8 +105,12 @@ class SliceDataset(Dataset):
                         f"{info.path}: file is already undersampled (has a mask); training and "
                         "evaluation need fully sampled k-space for the reference"
                     )
+                recorded = info.attrs.get("noise_sigma") if not info.has_noise_covariance else None
+                recorded = float(recorded) if recorded is not None else None
                 for slice_index in selection.slice_indices(info):
-                    self.entries.append(SliceEntry(info.path, slice_index, selection, info.oversampling, info.acquired))
+                    self.entries.append(
+                        SliceEntry(info.path, slice_index, selection, info.oversampling, info.acquired, recorded)
+                    )
         if not self.entries:
             raise InputError("the selection matches no slices")
 
@@ -154,39 +166,36 @@ class SliceDataset(Dataset):
         return maps
 
     def noise_target(self, selection: Selection) -> float:
-        """The SNR ``selection.noise_snr`` asks for; an acquisition name means the paper-style SNR
-        (mean rms(f) / mean sigma_k, prewhitened, central up-to-20 slices) of that acquisition's files of
-        the same folder and patients, measured once."""
+        """The SNR ``selection.noise_snr`` asks for; an acquisition name means that acquisition's SNR
+        (``acquisition_snr``) in the same folder and patients, measured once."""
         if not isinstance(selection.noise_snr, str):
             return float(selection.noise_snr)
         key = (selection.data, selection.noise_snr, selection.patients)
         if key not in self._noise_targets:
-            like = Selection(data=selection.data, acquisition=selection.noise_snr, patients=selection.patients)
-            files = like.files()
-            if not files:
-                raise InputError(f"{selection.data}: no {selection.noise_snr} files of patients {selection.patients} to take the noise SNR from")
-            rms, sigma = [], []
-            for info in files:
-                chosen = list(central_slices(info.n_slices, min(SNR_SLICES, info.n_slices)))
-                kspace = torch.from_numpy(read_volume(info.path, chosen).prewhitened().kspace)
-                rms.append(signal_rms(kspace).double().mean())
-                try:
-                    sigma.append(estimate_noise_sigma(kspace, info.oversampling).double().mean())
-                except InputError as error:
-                    raise InputError(f"{info.path}: {error}") from None
-            self._noise_targets[key] = float(torch.stack(rms).mean() / torch.stack(sigma).mean())
+            self._noise_targets[key] = acquisition_snr(selection.data, selection.noise_snr, selection.patients)
         return self._noise_targets[key]
+
+    @staticmethod
+    def present_sigma(entry: SliceEntry, kspace: torch.Tensor) -> float:
+        """The slice's noise std: as its simulation recorded it, else estimated from the readout margins
+        (synthetic natural images fill the whole readout FOV: their margins hold no pure noise)."""
+        if entry.recorded_sigma is not None:
+            return entry.recorded_sigma
+        return float(estimate_noise_sigma(kspace, entry.oversampling))
 
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         selection = entry.selection
         volume = read_volume(entry.path, [entry.slice_index]).prewhitened()
         kspace = torch.from_numpy(volume.kspace[0])
+        noise_sigma = None  # the slice's noise std, where it was needed
         if selection.noise_snr is not None:
             generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))
             target = self.noise_target(selection)
             try:
-                kspace = add_noise_to_snr(kspace, target, generator, oversampling=entry.oversampling)
+                present = self.present_sigma(entry, kspace)
+                noise_sigma = max(float(signal_rms(kspace)) / target, present)  # what add_noise_to_snr leaves
+                kspace = add_noise_to_snr(kspace, target, generator, present_sigma=present)
             except InputError as error:
                 raise InputError(f"{entry.path} slice {entry.slice_index}: {error}") from None
         mask = torch.from_numpy(self.mask_for(entry, kspace.shape[-1]))
@@ -205,7 +214,16 @@ class SliceDataset(Dataset):
         scale = zero_filled.abs().max()
         if not scale > 0:
             raise InputError(f"{where}: the zero-filled image is all zero")
+        levels = {}
+        if self.noise_levels:
+            try:
+                noise_sigma = self.present_sigma(entry, kspace) if noise_sigma is None else noise_sigma
+            except InputError as error:
+                raise InputError(f"{where}: {error}") from None
+            levels["noise_sigma"] = noise_sigma / scale
+            levels["signal_rms"] = signal_rms(kspace) / scale
         return {
+            **levels,
             "kspace": undersampled / scale,
             "maps": maps,
             "mask": mask.to(torch.float32),
@@ -214,6 +232,22 @@ class SliceDataset(Dataset):
             "file": str(entry.path),
             "slice": entry.slice_index,
         }
+
+
+def acquisition_snr(folder: str | Path, acquisition: str, patients: tuple[int, int] | None) -> float:
+    """The paper-style SNR of an acquisition's files (mean rms(f) / mean sigma_k over the central up-to-20
+    slices of every file of those patients, prewhitened), as the paper states one SNR per protocol."""
+    files = Selection(data=str(folder), acquisition=acquisition, patients=patients).files()
+    rms, sigma = [], []
+    for info in files:
+        chosen = list(central_slices(info.n_slices, min(SNR_SLICES, info.n_slices)))
+        kspace = torch.from_numpy(read_volume(info.path, chosen).prewhitened().kspace)
+        rms.append(signal_rms(kspace).double().mean())
+        try:
+            sigma.append(estimate_noise_sigma(kspace, info.oversampling).double().mean())
+        except InputError as error:
+            raise InputError(f"{info.path}: {error}") from None
+    return float(torch.stack(rms).mean() / torch.stack(sigma).mean())
 
 
 def collate_slices(items: list[dict]) -> dict:
@@ -227,7 +261,8 @@ def collate_slices(items: list[dict]) -> dict:
                     f"{tuple(first[key].shape)}, {item['file']} has {tuple(item[key].shape)}; "
                     "use batch size 1 or select files of one size"
                 )
-    batch = {key: torch.stack([item[key] for item in items]) for key in ("kspace", "maps", "mask", "reference", "scale")}
+    keys = ("kspace", "maps", "mask", "reference", "scale") + tuple(key for key in ("signal_rms", "noise_sigma") if key in first)
+    batch = {key: torch.stack([item[key] for item in items]) for key in keys}
     batch["file"] = [item["file"] for item in items]
     batch["slice"] = [item["slice"] for item in items]
     return batch

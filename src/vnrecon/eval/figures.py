@@ -76,6 +76,36 @@ def plot_filters_and_activations(model, path: str | Path, title: str = "") -> Pa
     return save_figure(figure, path, dpi=80)
 
 
+def plot_noise_conditioning(model, path: str | Path, title: str = "", decades: float = 1.5) -> Path:
+    """A noise-aware VN's lambda_t and regulariser scales against the normalised noise level sigma.
+
+    The x axis spans ``noise_reference`` x 10^(+-decades); one line per stage
+    (early stages dark, late ones light).
+    """
+    conditioning = model.noise
+    sigmas = conditioning.reference * torch.logspace(-decades, decades, 61, dtype=torch.float64)
+    lambdas = torch.stack([stage.lam.detach().cpu().double() for stage in model.stages])
+    exponents = conditioning.exponents.detach().cpu().double()
+    level = torch.log(sigmas / conditioning.reference).view(-1, 1)
+    panels = (
+        ("lambda_t(sigma): data-term weight", lambdas.view(1, -1) * torch.exp(level * exponents[:, 0].view(1, -1))),
+        ("regulariser output scale exp(c_t s)", torch.exp(level * exponents[:, 1].view(1, -1))),
+        ("activation input scale exp(-d_t s)", torch.exp(-level * exponents[:, 2].view(1, -1))),
+    )
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(model.stages)))
+    for axis, (label, values) in zip(axes, panels):
+        for t in range(len(model.stages)):
+            axis.plot(sigmas.numpy(), values[:, t].numpy(), color=colours[t], lw=1, label=f"t={t + 1}" if t in (0, len(model.stages) - 1) else None)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("noise sigma / max |A^H f| (estimated from the input)")
+        axis.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title or "noise conditioning per stage", fontsize=10)
+    return save_figure(figure, path)
+
+
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "", switch_epoch: int | None = None) -> Path:
     """Train / validation RMSE and SSIM over epochs; ``switch_epoch`` marks the start of fine-tuning."""
     epochs = [int(row["epoch"]) for row in history]

@@ -77,10 +77,11 @@ from torch.nn import functional as F
 from ..errors import InputError
 from ..physics.operator import SenseOperator, center_crop_readout, zero_pad_readout
 from .activations import RBFActivation, RBFGrid, rbf_backward_kernel, rbf_forward_kernel
+from .noise_conditioning import DEFAULT_NOISE_REFERENCE, NoiseConditioning
 
 ACTIVATIONS = ("rbf", "naive", "identity")
 #: The parameter blocks of ``VariationalNetwork.parameter_blocks``, in iPALM's update order.
-PARAMETER_BLOCKS = ("filters", "activations", "lambda")
+PARAMETER_BLOCKS = ("filters", "activations", "lambda", "noise")
 
 
 # ---------------------------------------------------------------------------
@@ -377,11 +378,21 @@ class VNStage(nn.Module):
             z = _Regulariser.apply(padded, self.filters, weight, grid, self.tol, self.recompute)
         return self.unpad_image(z)
 
-    def forward(self, u: torch.Tensor, gram: GramOperator, u0: torch.Tensor) -> torch.Tensor:
-        """One stage: P (u - (1/Nk) K^T phi(K u) - lambda (A^H A u - u0)), P the sensitivity support."""
-        regulariser = self.regulariser(u)
+    def forward(self, u: torch.Tensor, gram: GramOperator, u0: torch.Tensor, noise=None) -> torch.Tensor:
+        """One stage: P (u - (1/Nk) K^T phi(K u) - lambda (A^H A u - u0)), P the sensitivity support.
+
+        ``noise``: (data, output, input) factors per slice of a noise-aware network
+        (``noise_conditioning``): lambda and the regulariser's output and input scaled by them.
+        """
+        if noise is None:
+            regulariser = self.regulariser(u)
+            lam = self.lam
+        else:
+            data_factor, output_factor, input_factor = noise
+            regulariser = output_factor * self.regulariser(input_factor * u)
+            lam = self.lam * data_factor
         data = gram(u) - u0
-        return gram.support * (u - regulariser / self.filters.shape[0] - self.lam * data)
+        return gram.support * (u - regulariser / self.filters.shape[0] - lam * data)
 
 
 class VariationalNetwork(nn.Module):
@@ -402,6 +413,10 @@ class VariationalNetwork(nn.Module):
     recompute: recompute the filter responses in the backward pass instead of keeping them
         (saves Nk x H x W floats per stage for one extra 2->Nk convolution; default False).
     rbf_tol: truncation tolerance of the fast RBF (None: machine epsilon of the dtype).
+    noise_aware: estimate each input's noise level from its readout margins and scale every
+        stage's data weight and regulariser by learned power laws of it (``noise_conditioning``;
+        default False: the paper's network).
+    noise_reference: the normalised noise level at which those factors start at 1 (centring only).
 
     ``forward(kspace, maps, mask, readout)`` -> complex image (B, readout, PE).
     """
@@ -419,6 +434,8 @@ class VariationalNetwork(nn.Module):
         init_scale: float = 0.04,
         recompute: bool = False,
         rbf_tol: float | None = None,
+        noise_aware: bool = False,
+        noise_reference: float = DEFAULT_NOISE_REFERENCE,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -442,12 +459,15 @@ class VariationalNetwork(nn.Module):
             "init_scale": float(init_scale),
             "recompute": bool(recompute),
             "rbf_tol": None if rbf_tol is None else float(rbf_tol),
+            "noise_aware": bool(noise_aware),
+            "noise_reference": float(noise_reference),
         }
         self.grid = RBFGrid(int(rbf_centres), -float(rbf_range), float(rbf_range), rbf_sigma)
         self.stages = nn.ModuleList(
             VNStage(int(filters), int(kernel_size), activation, self.grid, lambda_init, init_scale, recompute, rbf_tol)
             for _ in range(int(stages))
         )
+        self.noise = NoiseConditioning(int(stages), noise_reference) if noise_aware else None
 
     @classmethod
     def from_config(cls, config: dict) -> "VariationalNetwork":
@@ -465,11 +485,15 @@ class VariationalNetwork(nn.Module):
             "filters": [stage.filters for stage in self.stages],
             "activations": [stage.activation.weight for stage in self.stages if stage.activation is not None],
             "lambda": [stage.lam for stage in self.stages],
+            "noise": [self.noise.exponents] if self.noise is not None else [],
         }
 
     def block_projections(self) -> dict:
         """In-place projection of each block onto its constraint set (activation weights are free)."""
-        return {"filters": self.project_filters_, "activations": _no_projection, "lambda": self.project_lambda_}
+        return {
+            "filters": self.project_filters_, "activations": _no_projection, "lambda": self.project_lambda_,
+            "noise": _no_projection,
+        }
 
     @torch.no_grad()
     def project_filters_(self) -> None:
@@ -492,6 +516,16 @@ class VariationalNetwork(nn.Module):
     def _complex_dtype(self) -> torch.dtype:
         return torch.complex128 if self.stages[0].filters.dtype == torch.float64 else torch.complex64
 
+    def _prepare(self, kspace, maps, mask, readout):
+        """(Gram operator, u0 = A^H f, its per-slice max |u0| as (batch, 1, 1)) in the network's precision."""
+        dtype = self._complex_dtype()
+        kspace, maps = kspace.to(dtype), maps.to(dtype)
+        gram = GramOperator(SenseOperator(maps, mask, readout))
+        u0 = gram.adjoint(kspace)
+        scale = u0.detach().abs().amax(dim=(-2, -1))
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).view(-1, 1, 1)
+        return gram, u0, scale
+
     def forward(
         self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, readout: int | None = None
     ) -> torch.Tensor:
@@ -500,17 +534,21 @@ class VariationalNetwork(nn.Module):
             raise InputError(
                 f"k-space and maps must both be (batch, coils, readout, phase); got {tuple(kspace.shape)} and {tuple(maps.shape)}"
             )
-        dtype = self._complex_dtype()
-        kspace, maps = kspace.to(dtype), maps.to(dtype)
-        gram = GramOperator(SenseOperator(maps, mask, readout))
-        u0 = gram.adjoint(kspace)
-        scale = u0.detach().abs().amax(dim=(-2, -1))
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).view(-1, 1, 1)
+        gram, u0, scale = self._prepare(kspace, maps, mask, readout)
+        level = None if self.noise is None else self.noise.log_level(kspace, mask, readout, scale)
         u0 = u0 / scale
         u = u0
-        for stage in self.stages:
-            u = stage(u, gram, u0)
+        for index, stage in enumerate(self.stages):
+            u = stage(u, gram, u0, None if level is None else self.noise.factors(index, level))
         return u * scale
+
+    def noise_level(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, readout: int | None) -> torch.Tensor:
+        """The normalised noise level sigma / max |A^H f| per slice (batch,) that a noise-aware network conditions on."""
+        if self.noise is None:
+            raise InputError("this network is not noise-aware (model setting noise_aware: false)")
+        with torch.no_grad():
+            _, _, scale = self._prepare(kspace, maps, mask, readout)
+            return torch.exp(self.noise.log_level(kspace, mask, readout, scale)) * self.noise.reference
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value}" for key, value in self.config.items())
@@ -528,6 +566,8 @@ _CONFIG_KEYS = (
     "init_scale",
     "recompute",
     "rbf_tol",
+    "noise_aware",
+    "noise_reference",
 )
 
 

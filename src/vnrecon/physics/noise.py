@@ -154,6 +154,44 @@ def estimate_noise_sigma(kspace: torch.Tensor, oversampling: int = 2) -> torch.T
     return _per_slice(sigma, kspace)
 
 
+def estimate_noise_sigma_sampled(kspace: torch.Tensor, mask: torch.Tensor, oversampling: int) -> torch.Tensor:
+    """sigma_k of undersampled k-space (batch, coils, readout, phase) from the readout margins of its sampled lines.
+
+    The same estimate as ``estimate_noise_sigma``, but on the data a reconstruction gets: each
+    sampled phase-encoding line is transformed along the readout only (centred, orthonormal),
+    where the object occupies the same central rows as in the image and the outer rows hold
+    noise of std sigma_k; unsampled lines (zeros) are left out. ``mask`` is (phase,) or (batch,
+    phase), the same for every readout sample. Returns (batch,) in the data's units: on
+    normalised k-space, sigma relative to the normalisation. No gradient flows through it.
+    """
+    _check_oversampling(oversampling)
+    if kspace.ndim != 4:
+        raise InputError(f"k-space must be (batch, coils, readout, phase), got shape {tuple(kspace.shape)}")
+    batch, _, full_readout, n_phase = kspace.shape
+    if mask.numel() not in (n_phase, batch * n_phase):
+        raise InputError(
+            f"the noise estimate needs a phase-encoding mask ({n_phase} or {batch} x {n_phase} values), "
+            f"got shape {tuple(mask.shape)}"
+        )
+    masks = mask.detach().reshape(-1, n_phase).expand(batch, n_phase)
+    start, stop = _margin_rows(full_readout, oversampling)
+    if start < 1 or stop >= full_readout:
+        raise InputError(f"readout of {full_readout} samples is too short for margins at oversampling={oversampling}")
+    sigmas = []
+    with torch.no_grad():
+        for slice_kspace, slice_mask in zip(kspace.detach(), masks):
+            lines = slice_kspace[..., slice_mask > 0]
+            if lines.shape[-1] == 0:
+                raise InputError("the mask samples no phase-encoding line: no data to estimate the noise from")
+            hybrid = torch.fft.fftshift(
+                torch.fft.ifft(torch.fft.ifftshift(lines, dim=-2), dim=-2, norm="ortho"), dim=-2
+            )
+            margins = torch.cat([hybrid[:, :start], hybrid[:, stop:]], dim=1)
+            margins = margins.reshape(margins.shape[0], -1).to(torch.complex128)
+            sigmas.append(0.5 * (_trimmed_pooled_std(margins.real) + _trimmed_pooled_std(margins.imag)))
+    return torch.stack(sigmas).to(kspace.real.dtype)
+
+
 def estimate_snr(kspace: torch.Tensor, oversampling: int = 2) -> float:
     """The paper's SNR in orthonormal terms: ``rms(f) / sigma_k``.
 

@@ -29,6 +29,7 @@ from ..files import atomic_write, write_csv
 from ..train.checkpoint import model_from_checkpoint
 from .claims import CHECK_COLUMNS, CLAIMS_INTRO, check_row, claims_markdown, evaluate_claims, status_text
 from .results import FS, MASK_ORDER, METRICS, PDW, REGULAR, Score, StudyResults, read_history, short_id
+from .snr_outputs import write_snr_outputs
 
 #: The paper's image figures: (name, title, trainings, test sets (None: all), test masks).
 FIGURES = (
@@ -328,6 +329,18 @@ def write_report(results: StudyResults, written: dict[str, Path], evaluated, pat
     for key in results.tables:
         add_markdown(report, written[f"table_{key}_md"].read_text())
 
+    if "snr_table" in written:
+        report.heading("SNR map (beyond the paper): fixed-SNR, range-augmented and noise-aware networks")
+        add_markdown(report, written["snr_table"].read_text())
+        captions = {
+            "snr_map": "Mean SSIM and NRMSE; rows: networks (trained at one SNR, over the range, noise-aware), columns: test SNR.",
+            "snr_curves": "SSIM against test SNR; dotted: the envelope of the networks trained at the test SNR.",
+            "snr_aware_lambda": "The noise-aware network's lambda_t and regulariser scales against the noise level it estimates.",
+        }
+        for key, caption in captions.items():
+            if key in written:
+                report.image(written[key], caption=caption)
+
     sections = (("Reconstructions (Figs. 2-5, 7, 8)", "fig"), ("Training curves (Figs. 6, 9)", "curves_"), ("Learned filters (Fig. 10)", "filters"))
     for heading, prefix in sections:
         images = [(key, file) for key, file in written.items() if key.startswith(prefix)]
@@ -370,6 +383,7 @@ def build_outputs(out_dir: str | Path) -> dict[str, Path]:
     written |= write_training_curves(results, figures)
     written |= plot_step_budget(results, figures / "curves_steps.png")
     written |= write_filter_figure(results, figures / "filters.png")
+    written |= write_snr_outputs(out)
     evaluated = evaluate_claims(results)
     written["claims"] = write_text(out / "claims.md", claims_markdown(evaluated))
     written["report"] = write_report(results, written, evaluated, out / "report.html")

@@ -100,6 +100,7 @@ from .experiments import (
     select,
 )
 from .presets import StudyPreset, get_preset
+from .snr import FAMILY, KNEE_SNR, NATURAL_SOURCE, run_family
 
 MANIFEST = "study.json"
 FORMAT = "vnrecon-study"
@@ -148,7 +149,8 @@ def run_study(
     """Run (or continue) the study into ``out_dir``; returns the manifest (see the module docstring).
 
     ``only``: experiment ids ('1', '01', 'ref19'; a list or a comma list) instead of the preset's
-    default set; what they need (the base of a fine-tuning, a shared run) is added.
+    default set; what they need (the base of a fine-tuning, a shared run) is added. ``snr`` among
+    them runs the SNR family (:mod:`vnrecon.study.snr`) as well; ``snr`` alone runs only it.
     ``jobs``: trainings run at the same time, each in its own process.
     """
     log = _Log(say)
@@ -160,13 +162,20 @@ def run_study(
     study = load_study()
     folders = data_folders(out, data_dir)
     plans = plan_study(study, preset, folders)
-    ids = select(plans, parse_ids(only, study.ids()) if only is not None else (preset.experiments or study.ids()))
+    only, family = _split_family(only)
+    if family and data_dir is not None:
+        raise InputError(
+            f"{data_dir}: the SNR family (--only snr) runs on the simulated knee only: it needs a copy of the data "
+            "with less noise to add noise to; run it without --data"
+        )
+    chosen = [] if family and not only else (parse_ids(only, study.ids()) if only else (preset.experiments or study.ids()))
+    ids = select(plans, chosen)
     runs = [plans[name] for name in ids if plans[name].same_as is None]
     trainings = ", ".join(plan.run for plan in runs)
     log(f"study preset '{preset.name}' into {out}: experiments {', '.join(ids)}; trainings {trainings}")
 
     log.step(1, "data")
-    natural = sorted({part["data"] for plan in runs for part in plan.experiment.train} - {KNEE})
+    natural = sorted({part["data"] for plan in runs for part in plan.experiment.train} - {KNEE} | ({NATURAL_SOURCE} if family else set()))
     prepare_data(out, folders, natural, preset, log, None if data_dir is None else Path(data_dir))
 
     log.step(2, "plan and checks")
@@ -185,12 +194,24 @@ def run_study(
     log.step(4, "evaluation")
     evaluate_all(out, [plans[name] for name in ids], study, preset, folders, device, log)
 
+    if family:
+        log("SNR family (vnrecon/configs/snr_study.yaml): data, trainings, evaluation on the test SNR grid")
+        trained += run_family(out, preset, folders, jobs, device, log)
     manifest = _manifest(out, study, plans, ids, preset, folders, previous, trained, log.elapsed())
     _write_manifest(out, manifest)
     log.step(5, "outputs")
     _build_outputs(out, log)
     log(f"study finished in {clock(log.elapsed())}: {out / MANIFEST}")
     return manifest
+
+
+def _split_family(only) -> tuple[list[str] | None, bool]:
+    """(the experiment ids of ``only``, whether it names the SNR family)."""
+    if only is None:
+        return None, False
+    items = [str(item).strip() for item in (only.split(",") if isinstance(only, str) else only)]
+    ids = [item for item in items if item.lower() != FAMILY]
+    return ids, len(ids) < len(items)
 
 
 # --------------------------------------------------------------------------- data
@@ -202,7 +223,7 @@ def _has_h5(folder: Path) -> bool:
 
 def data_folders(out: Path, data_dir: str | Path | None) -> dict[str, Path]:
     """Where every data set is (or will be simulated): OUT/data/<name>, or the folders of ``data_dir``."""
-    own = {name: out / "data" / name for name in DATA_NAMES}
+    own = {name: out / "data" / name for name in (*DATA_NAMES, KNEE_SNR)}
     if data_dir is None:
         return own
     data_dir = Path(data_dir)

@@ -12,6 +12,9 @@ the defaults below. Example::
       - {data: data/knee, acquisition: CORPD_FBK, patients: [10, 12], slices: 4, mask: regular}
     epochs: 20          # overrides the preset
 
+``noise: {snr_range: [low, high], per_epoch: true}`` adds noise to every
+training slice at an SNR drawn afresh per slice and epoch (``vnrecon.train.augment``).
+
 ``steps: N`` gives the training a number of optimiser steps instead of
 epochs (it wins over ``epochs``, also over the preset's): the run takes
 ``ceil(N / batches per epoch)`` epochs, the last one cut short, and the
@@ -42,6 +45,7 @@ DEFAULTS = {
     "seed": 0,
     "loss_eps": 1e-9,
     "validation": [],
+    "noise": None,
 }
 
 
@@ -57,6 +61,8 @@ class TrainConfig:
     loss_eps: float = 1e-9
     preset: str | None = None
     steps: int | None = None
+    #: Noise augmentation ({snr_range: [low, high], per_epoch: bool}, see ``vnrecon.train.augment``); None: off.
+    noise: dict | None = None
 
     def batches_per_epoch(self, n_slices: int) -> int:
         return math.ceil(n_slices / self.batch_size)
@@ -81,6 +87,7 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "seed": self.seed,
             "loss_eps": self.loss_eps,
+            "noise": None if self.noise is None else dict(self.noise),
         }
 
 
@@ -140,6 +147,7 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         seed=merged["seed"],
         loss_eps=float(merged["loss_eps"]),
         preset=preset,
+        noise=merged["noise"],
     )
 
 

@@ -1,7 +1,8 @@
 """The training loop: epochs over a SliceDataset, iPALM or projected Adam, logs and checkpoints.
 
 Determinism and resume: the slice order of epoch e is drawn from a generator
-seeded by (seed, e) alone and the data are fixed per slice (noise included),
+seeded by (seed, e) alone and the data are fixed per slice (noise included;
+noise augmentation is seeded by (seed, e, slice)),
 so an interrupted run resumed from its last checkpoint ends with exactly the
 parameters of an uninterrupted run.
 
@@ -29,6 +30,7 @@ from ..eval.metrics import nrmse, ssim
 from ..models.vn import VariationalNetwork
 from .checkpoint import load_checkpoint, model_from_checkpoint, model_from_payload, save_checkpoint
 from .config import TrainConfig
+from .augment import NoiseAugmentation
 from .optim import IPALM, ProjectedAdam
 
 CHECKPOINT = "checkpoint.pt"
@@ -198,7 +200,8 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
         payload = load_checkpoint(checkpoint_path)
         check_resumable(checkpoint_path, payload.get("train_config"), saved_config)
 
-    train_set = SliceDataset(config.train, seed=config.seed, cache_dir=cache_dir)
+    augmentation = NoiseAugmentation.from_setting(config.noise)
+    train_set = SliceDataset(config.train, seed=config.seed, cache_dir=cache_dir, noise_levels=augmentation is not None)
     training = PreparedSlices(train_set, show, "training slices")
     validation = None
     if config.validation:
@@ -258,7 +261,10 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                 steps_before = (epoch - 1) * per_epoch + batch_number
                 optimizer.set_progress(steps_before / total_steps)
             local = global_indices[group.rank :: group.world].tolist()
-            parts = [to_device(part, device) for part in training.batches(local)] if local else []
+            parts = training.batches(local) if local else []
+            if augmentation is not None:
+                parts = [augmentation.apply(part, config.seed, epoch) for part in parts]
+            parts = [to_device(part, device) for part in parts]
             global_size = len(global_indices)
             observed = {}
 

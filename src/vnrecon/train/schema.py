@@ -11,6 +11,7 @@ failing minutes later inside the training.
 from ..checks import POSITIVE, Check, boolean, choice, integer, number, optional, pair_in_unit_interval
 from ..errors import InputError
 from ..models.vn import ACTIVATIONS, PARAMETER_BLOCKS
+from .augment import check_noise
 from .optim import LR_SCHEDULES
 
 def block_rates(value) -> str | None:
@@ -32,6 +33,8 @@ MODEL: dict[str, Check] = {
     "init_scale": number(),
     "recompute": boolean,
     "rbf_tol": optional(number(0, 1, low_open=True, high_open=True)),
+    "noise_aware": boolean,
+    "noise_reference": POSITIVE,
 }
 
 OPTIMIZERS: dict[str, dict[str, Check]] = {
@@ -61,6 +64,7 @@ TOP: dict[str, Check] = {
     "batch_size": integer(1),
     "seed": integer(0),
     "loss_eps": POSITIVE,
+    "noise": check_noise,
 }
 
 

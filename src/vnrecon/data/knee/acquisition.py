@@ -354,6 +354,7 @@ def acquire_patient(
     noise_sigma: float = NOISE_SIGMA,
     add_noise: bool = True,
     noise_realisation: int = 0,
+    noise_scale: float = 1.0,
 ) -> Acquisition:
     """Fully sampled multi-coil k-space of one simulated patient, both protocols, with its calibration.
 
@@ -365,8 +366,13 @@ def acquire_patient(
     follow the calibration of the module docstring. ``noise_realisation``
     selects an independent noise draw of the same object (e.g. two of them for
     a difference-image SNR measurement); with ``add_noise=False`` the same
-    k-space is returned without noise (gains still calibrated).
+    k-space is returned without noise (gains still calibrated). ``noise_scale``
+    multiplies the noise std after the calibration: the same object with
+    ``noise_scale`` times the noise (0.25: the SNR 4 times the calibrated one,
+    e.g. as the clean source of an SNR study).
     """
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be positive, got {noise_scale}")
     if not noise_sigma > 0:
         raise ValueError(f"noise_sigma must be positive (it sets the signal level), got {noise_sigma}")
     if n_slices < 1:
@@ -417,6 +423,7 @@ def acquire_patient(
     fs_paper = measured_paper_snr(gains[fs], rms[fs], leakage[fs], noise_sigma)
     gains[pd] = _gain_for_paper_snr(rms[pd], leakage[pd], PAPER_SNR_RATIO * fs_paper, noise_sigma)
 
+    covariance = covariance * noise_scale**2
     kspaces: dict[str, np.ndarray] = {}
     for s, name in enumerate(names):
         kspace = clean.pop(name)
@@ -433,8 +440,10 @@ def acquire_patient(
     return Acquisition(
         kspace=kspaces,
         noise_covariance=covariance,
-        tissue_snr={name: gains[name] * unit_snr[name] for name in names},
-        paper_snr={name: measured_paper_snr(gains[name], rms[name], leakage[name], noise_sigma) for name in names},
+        tissue_snr={name: gains[name] * unit_snr[name] / noise_scale for name in names},
+        paper_snr={
+            name: measured_paper_snr(gains[name], rms[name], leakage[name], noise_sigma * noise_scale) for name in names
+        },
         tissue_roi=roi,
     )
 

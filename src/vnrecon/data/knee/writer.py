@@ -83,6 +83,7 @@ def simulate_knee_dataset(
     *,
     fov_mm: tuple[float, float] = DEFAULT_FOV_MM,
     montage: bool = True,
+    noise_scale: float = 1.0,
 ) -> list[Path]:
     """Simulate ``n_patients`` knees and write one fastMRI-layout file per patient and protocol.
 
@@ -99,7 +100,8 @@ def simulate_knee_dataset(
     total)`` is called after each patient. With ``montage`` a PNG beside the folder
     (``simulation_folder.montage_path``: ``<out_dir>_montage.png``) shows RSS images of three central slices (3 apart)
     of the first two patients, one row per patient: PDw slices, then PDw-FS
-    slices side by side. Returns the written .h5 paths
+    slices side by side. ``noise_scale`` multiplies the calibrated noise std
+    (``acquire_patient``). Returns the written .h5 paths
     (patient-major, PDw first).
     """
     from ..fastmri import Volume, write_volume
@@ -110,14 +112,19 @@ def simulate_knee_dataset(
     record = claim_simulation_folder(
         out_dir,
         "knee",
-        {"seed": seed, "matrix": list(grid.matrix), "coils": n_coils, "slices": n_slices, "fov_mm": list(grid.fov_mm)},
+        {
+            "seed": seed, "matrix": list(grid.matrix), "coils": n_coils, "slices": n_slices, "fov_mm": list(grid.fov_mm),
+            **({"noise_scale": float(noise_scale)} if noise_scale != 1.0 else {}),
+        },
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     panels: list[tuple[str, np.ndarray]] = []
     show = sorted({n_slices // 2 - 3, n_slices // 2, n_slices // 2 + 3} & set(range(n_slices)))
     for patient in range(n_patients):
-        acquisition = acquire_patient(patient, seed, n_slices, grid.matrix, n_coils, fov_mm=grid.fov_mm)
+        acquisition = acquire_patient(
+            patient, seed, n_slices, grid.matrix, n_coils, fov_mm=grid.fov_mm, noise_scale=noise_scale
+        )
         patient_id = f"sim{patient:03d}"
         maps = None
         if matched_acs_lines(grid.matrix[1]) < DEFAULT_ACS_LINES:
