@@ -158,16 +158,16 @@ def run_study(
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if jobs < 1:
         raise InputError(f"jobs must be a positive integer, got {jobs}")
-    previous = _previous_manifest(out, preset)
-    study = load_study()
-    folders = data_folders(out, data_dir)
-    plans = plan_study(study, preset, folders)
     only, family = _split_family(only)
     if family and data_dir is not None:
         raise InputError(
             f"{data_dir}: the SNR family (--only snr) runs on the simulated knee only: it needs a copy of the data "
             "with less noise to add noise to; run it without --data"
         )
+    previous = _previous_manifest(out, preset)
+    study = load_study()
+    folders = data_folders(out, data_dir)
+    plans = plan_study(study, preset, folders)
     chosen = [] if family and not only else (parse_ids(only, study.ids()) if only else (preset.experiments or study.ids()))
     ids = select(plans, chosen)
     runs = [plans[name] for name in ids if plans[name].same_as is None]
