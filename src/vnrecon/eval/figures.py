@@ -99,10 +99,14 @@ def plot_noise_conditioning(model, path: str | Path, title: str = "", decades: f
             axis.plot(sigmas.numpy(), values[:, t].numpy(), color=colours[t], lw=1, label=f"t={t + 1}" if t in (0, len(model.stages) - 1) else None)
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_xlabel("noise sigma / max |A^H f| (estimated from the input)")
+        axis.set_xlabel("sigma / max |A^H f|")
         axis.set_title(label, fontsize=9)
     axes[0].legend(fontsize=8)
-    figure.suptitle(title or "noise conditioning per stage", fontsize=10)
+    figure.suptitle(
+        f"{title or 'noise conditioning per stage'}: against the noise sigma the network estimates from its input, "
+        "relative to the slice normalisation", fontsize=10,
+    )
+    figure.tight_layout()
     return save_figure(figure, path)
 
 
