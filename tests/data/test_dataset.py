@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import multicoil_slice, oversampled_by_two
+from tests.conftest import knee_selection, multicoil_slice, oversampled_by_two
 from vnrecon.data.dataset import SliceDataset, collate_slices, stable_seed
 from vnrecon.data.fastmri import Volume, read_volume, write_volume
 from vnrecon.data.selection import Selection, parse_selections
@@ -223,3 +223,16 @@ def test_noise_to_the_snr_of_another_acquisition(tmp_path):
         dataset(folder, tmp_path, acquisition="CORPD_FBK", patients=(0, 1), noise_snr="CORPDFS_FBK").noise_target(
             Selection(data=str(folder), patients=(3, 4), noise_snr="CORPDFS_FBK")
         )
+
+
+def test_clean_reference_is_the_image_before_the_added_noise(knee_folder, tmp_path):
+    base = knee_selection(knee_folder, (0, 1), 2)
+    clean = SliceDataset([Selection.from_dict(base)], cache_dir=tmp_path)[0]
+    noisy = SliceDataset([Selection.from_dict({**base, "noise_snr": 2.0})], cache_dir=tmp_path)[0]
+    kept = SliceDataset([Selection.from_dict({**base, "noise_snr": 2.0, "clean_reference": True})], cache_dir=tmp_path)[0]
+    # in file units (times each item's own normalisation): the clean-reference item has the noise-free reference
+    torch.testing.assert_close(kept["reference"] * kept["scale"], clean["reference"] * clean["scale"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kept["kspace"], noisy["kspace"], rtol=0, atol=0)  # the same noisy input
+    assert not torch.allclose(noisy["reference"] * noisy["scale"], clean["reference"] * clean["scale"], rtol=1e-3, atol=1e-4)
+    with pytest.raises(InputError, match="'clean_reference' must be true or false"):
+        Selection.from_dict({**base, "clean_reference": "yes"})

@@ -108,6 +108,16 @@ def test_data_weights_follow_the_power_law():
     torch.testing.assert_close(weights, expected, rtol=1e-12, atol=0)
 
 
+def test_noise_free_input_keeps_the_factors_finite():
+    kspace, maps, mask = small_batch(2)  # no noise at all: sigma estimate ~0
+    net = small_net(noise_aware=True)
+    randomise_activations(net)
+    set_exponents(net)
+    with torch.no_grad():
+        net.noise.exponents[:, 0] = -2.0  # a MAP-like lambda ~ sigma^-2 would explode at sigma 0 unclamped
+    assert bool(torch.isfinite(torch.view_as_real(net(kspace, maps, mask, READOUT))).all())
+
+
 def test_noise_aware_network_needs_readout_oversampling():
     kspace, maps, mask = noisy_batch()
     net = small_net(noise_aware=True)

@@ -95,7 +95,8 @@ def test_training_with_augmentation_resumes_exactly_and_differs_from_without(kne
 
 @pytest.mark.parametrize(
     "noise",
-    [{"snr_range": [5]}, {"snr_range": [8, 2]}, {"snr_range": [0, 2]}, {"per_epoch": True}, {"snr_range": [1, 2], "per_epoch": "yes"}, [1, 2]],
+    [{"snr_range": [5]}, {"snr_range": [8, 2]}, {"snr_range": [0, 2]}, {"snr_range": [1, float("inf")]}, {"per_epoch": True},
+     {"snr_range": [1, 2], "per_epoch": "yes"}, [1, 2]],
 )
 def test_bad_noise_settings_are_refused(knee_folder, noise):
     with pytest.raises(InputError, match="'noise' must be null or a mapping"):

@@ -14,8 +14,9 @@ One item is one slice, prepared as the reconstruction sees it:
   (SPEC section 3); multiply an output by it to get back to the file's units
 * ``file``, ``slice``: where the item came from
 * with ``noise_levels=True`` also ``signal_rms`` (rms of the fully sampled
-  k-space) and ``noise_sigma`` (its noise std from the readout margins), both
-  normalised: what noise augmentation (``vnrecon.train.augment``) needs
+  k-space) and ``noise_sigma`` (its noise std: the ``noise_snr`` target's where
+  noise was added, else as the file recorded it, else from the readout
+  margins), both normalised: what noise augmentation (``vnrecon.train.augment``) needs
 
 A file with a ``noise_covariance`` is prewhitened first (k-space and stored
 maps, ``Volume.prewhitened``), so everything below sees white channel noise.
@@ -31,6 +32,7 @@ one without but with the same k-space cannot share an entry.
 
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -106,7 +108,12 @@ class SliceDataset(Dataset):
                         "evaluation need fully sampled k-space for the reference"
                     )
                 recorded = info.attrs.get("noise_sigma") if not info.has_noise_covariance else None
-                recorded = float(recorded) if recorded is not None else None
+                try:
+                    recorded = float(recorded) if recorded is not None else None
+                except (TypeError, ValueError):
+                    raise InputError(f"{info.path}: attribute noise_sigma is not a number ({recorded!r})") from None
+                if recorded is not None and not (math.isfinite(recorded) and recorded >= 0):
+                    raise InputError(f"{info.path}: attribute noise_sigma must be a finite sigma >= 0, got {recorded!r}")
                 for slice_index in selection.slice_indices(info):
                     self.entries.append(
                         SliceEntry(info.path, slice_index, selection, info.oversampling, info.acquired, recorded)
@@ -188,6 +195,7 @@ class SliceDataset(Dataset):
         selection = entry.selection
         volume = read_volume(entry.path, [entry.slice_index]).prewhitened()
         kspace = torch.from_numpy(volume.kspace[0])
+        before_noise = kspace
         noise_sigma = None  # the slice's noise std, where it was needed
         if selection.noise_snr is not None:
             generator = torch.Generator().manual_seed(stable_seed(self.seed, entry.path.name, entry.slice_index))
@@ -209,7 +217,8 @@ class SliceDataset(Dataset):
         except InputError as error:
             raise InputError(f"{where}: {error}") from None
         readout = kspace.shape[-2] // entry.oversampling
-        reference = SenseOperator(maps[None], torch.ones_like(mask), readout).adjoint(kspace[None])[0]
+        fully_sampled = before_noise if selection.clean_reference else kspace
+        reference = SenseOperator(maps[None], torch.ones_like(mask), readout).adjoint(fully_sampled[None])[0]
         zero_filled = SenseOperator(maps[None], mask, readout).adjoint(undersampled[None])[0]
         scale = zero_filled.abs().max()
         if not scale > 0:

@@ -12,6 +12,7 @@ each file, a sampling mask, and optionally noise added to a target SNR
       mask: regular            # regular | random | mix | path to a mask file
       noise_snr: 20            # optional: add noise until this SNR (rms(f) / sigma_k), or
                                # an acquisition: the SNR of its files of the same patients
+      clean_reference: false   # with noise_snr: reference from the data before the noise (default: after)
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -53,6 +54,9 @@ class Selection:
     acceleration: int = DEFAULT_ACCELERATION
     acs_lines: int = DEFAULT_ACS_LINES
     mask_seed: int = DEFAULT_MASK_SEED
+    #: With ``noise_snr``: the reference is the image before the noise was added (the SNR family's
+    #: convention), not the noisy data's own (the paper's "PDw + noise" sets).
+    clean_reference: bool = False
 
     @classmethod
     def from_dict(cls, entry: dict, where: str = "selection") -> "Selection":
@@ -81,6 +85,8 @@ class Selection:
         mask = values.get("mask", "regular")
         if mask not in MASK_KINDS and not Path(str(mask)).is_file():
             raise InputError(f"{where}: mask must be one of {MASK_KINDS} or an existing mask file, got {mask!r}")
+        if not isinstance(values.get("clean_reference", False), bool):
+            raise InputError(f"{where}: 'clean_reference' must be true or false, got {values['clean_reference']!r}")
         noise = values.get("noise_snr")
         if isinstance(noise, bool) or not (noise is None or isinstance(noise, (int, float, str))):
             raise InputError(f"{where}: 'noise_snr' must be a positive number or an acquisition name, got {noise!r}")

@@ -22,6 +22,8 @@ optimiser block ``noise``. ``sigma_ref`` (``noise_reference``) only centres
 ``s`` so that the exponents start near the data's range; it is not learned.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -31,6 +33,8 @@ from ..physics.noise import estimate_noise_sigma_sampled
 #: Default sigma_ref: the normalised noise of the cpu-size simulated knee's PDw at the paper's SNR 20
 #: (measured: 0.096 at SNR 5, 0.026 at 20, 0.0065 at 80), the middle of the SNR family's range.
 DEFAULT_NOISE_REFERENCE = 0.025
+#: |s| is clamped here (a factor 1000 either side of sigma_ref).
+LEVEL_LIMIT = math.log(1000.0)
 #: Index of a_t, c_t, d_t in each stage's ``noise_exponents``.
 DATA, OUTPUT, INPUT = 0, 1, 2
 
@@ -40,7 +44,7 @@ class NoiseConditioning(nn.Module):
 
     def __init__(self, stages: int, reference: float = DEFAULT_NOISE_REFERENCE):
         super().__init__()
-        if not reference > 0:
+        if not (reference > 0 and math.isfinite(reference)):
             raise InputError(f"noise_reference must be positive, got {reference!r}")
         self.reference = float(reference)
         self.exponents = nn.Parameter(torch.zeros(stages, 3))
@@ -55,7 +59,8 @@ class NoiseConditioning(nn.Module):
             )
         sigma = estimate_noise_sigma_sampled(kspace, mask, full_readout // readout)
         relative = sigma.to(scale.dtype) / (scale.reshape(-1) * self.reference)
-        return torch.log(relative.clamp_min(1e-12))
+        # noise-free input (sigma 0) must not send exp(a_t s) to 0 or inf: s is kept within +-LEVEL_LIMIT
+        return torch.log(relative.clamp_min(1e-30)).clamp(-LEVEL_LIMIT, LEVEL_LIMIT)
 
     def factors(self, stage: int, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(data, output, input) factors of ``stage`` for log levels (batch,), each shaped (batch, 1, 1)."""

@@ -86,11 +86,14 @@ def load_family() -> SnrFamily:
     low, high = _levels(values, "range", where, 2)
     if low > high:
         raise InputError(f"{where}: 'range' must be [low, high], got {[low, high]}")
+    natural = _levels(values, "natural_levels", where)
+    if max(natural) > float(values["paper_pdw_snr"]):
+        raise InputError(f"{where}: natural levels above {values['paper_pdw_snr']} cannot be made from natural_high (its SNR is the PDw's)")
     return SnrFamily(
         paper_pdw_snr=float(values["paper_pdw_snr"]),
         noise_scale=float(values["noise_scale"]),
         knee_levels=_levels(values, "knee_levels", where),
-        natural_levels=_levels(values, "natural_levels", where),
+        natural_levels=natural,
         range=(low, high),
         test_levels=_levels(values, "test_levels", where),
         validation_level=float(values["validation_level"]),
@@ -148,7 +151,7 @@ def measure_scale(knee: Path, preset: StudyPreset, family: SnrFamily) -> Scale:
 def _knee_part(folder: Path, preset: StudyPreset, patients: tuple[int, int], slices, snr: float | None) -> dict:
     part = {"data": str(folder), "acquisition": PDW, "patients": list(patients), "slices": slices, "mask": "regular",
             "acs_lines": preset.acs_lines}
-    return {**part, "noise_snr": snr} if snr is not None else part
+    return {**part, "noise_snr": snr, "clean_reference": True} if snr is not None else part
 
 
 def plan_family(family: SnrFamily, preset: StudyPreset, folders: dict[str, Path], scale: Scale) -> dict[str, Plan]:
@@ -166,7 +169,7 @@ def plan_family(family: SnrFamily, preset: StudyPreset, folders: dict[str, Path]
     for level in family.natural_levels:
         part = {"data": str(folders[NATURAL_SOURCE]), "mask": "regular", "acs_lines": preset.acs_lines}
         if level < family.paper_pdw_snr:  # natural_high is at the PDw SNR already
-            part["noise_snr"] = scale.snr(level)
+            part |= {"noise_snr": scale.snr(level), "clean_reference": True}
         trainings.append((f"snr-natural-{level_name(level)}", f"natural images at SNR {level_name(level)}", {"train": [part]}))
     clean = _knee_part(knee, preset, train_patients, preset.train_slices, None)
     noise = {"snr_range": [scale.snr(low), scale.snr(high)], "per_epoch": True}

@@ -9,8 +9,10 @@ paper's definition in orthonormal terms, as ``vnrecon info`` prints it). Each
 time a slice is used, a target SNR is drawn log-uniformly from the range and
 complex Gaussian noise of variance ``(rms / snr)^2 - sigma_0^2`` per real and
 imaginary part is added to its sampled k-space, ``sigma_0`` being the noise the
-slice already has (estimated once from its readout margins; a slice already
-noisier than the target gets none). The reference stays the slice's own.
+slice already has (a slice already noisier than the target gets none): the
+recorded ``noise_sigma`` of a simulation's files where present, else the margin
+estimate (``SliceDataset``, ``noise_levels``). The reference stays the slice's
+own, without this noise.
 With ``per_epoch: false`` a slice gets the same draw in every epoch (a fixed
 noisy copy, as the paper's "PDw + noise" data).
 
@@ -40,7 +42,8 @@ def check_noise(value) -> str | None:
     if not isinstance(value, dict) or set(value) - set(KEYS) or "snr_range" not in value:
         return wanted
     low_high = value["snr_range"]
-    if not (isinstance(low_high, (list, tuple)) and len(low_high) == 2 and all(POSITIVE(item) is None for item in low_high)):
+    finite = isinstance(low_high, (list, tuple)) and all(isinstance(item, (int, float)) and math.isfinite(item) for item in low_high)
+    if not (finite and len(low_high) == 2 and all(POSITIVE(item) is None for item in low_high)):
         return wanted
     if low_high[0] > low_high[1] or boolean(value.get("per_epoch", True)) is not None:
         return wanted

@@ -34,7 +34,7 @@ MODEL: dict[str, Check] = {
     "recompute": boolean,
     "rbf_tol": optional(number(0, 1, low_open=True, high_open=True)),
     "noise_aware": boolean,
-    "noise_reference": POSITIVE,
+    "noise_reference": number(0, 1e6, low_open=True),
 }
 
 OPTIMIZERS: dict[str, dict[str, Check]] = {
