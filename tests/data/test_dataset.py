@@ -236,3 +236,6 @@ def test_clean_reference_is_the_image_before_the_added_noise(knee_folder, tmp_pa
     assert not torch.allclose(noisy["reference"] * noisy["scale"], clean["reference"] * clean["scale"], rtol=1e-3, atol=1e-4)
     with pytest.raises(InputError, match="'clean_reference' must be true or false"):
         Selection.from_dict({**base, "clean_reference": "yes"})
+    # saved configs name it only when set: runs saved before the setting existed still resume
+    assert "clean_reference" not in Selection.from_dict(base).to_dict()
+    assert Selection.from_dict({**base, "clean_reference": True}).to_dict()["clean_reference"] is True

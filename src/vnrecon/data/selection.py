@@ -97,7 +97,10 @@ class Selection:
         return cls(**values)
 
     def to_dict(self) -> dict:
+        """The settings; ``clean_reference`` only when set, so runs saved before it existed still resume."""
         values = asdict(self)
+        if not self.clean_reference:
+            del values["clean_reference"]
         if self.patients is not None:
             values["patients"] = list(self.patients)
         return values
