@@ -124,6 +124,13 @@ def _margin_rows(full_readout: int, oversampling: int) -> tuple[int, int]:
     return start, start + readout
 
 
+def _margin_sigma(images: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """(std(Re) + std(Im)) / 2 of the readout rows outside [start, stop) of (coils, readout, ...) images, trimmed."""
+    margins = torch.cat([images[:, :start], images[:, stop:]], dim=1)
+    margins = margins.reshape(margins.shape[0], -1).to(torch.complex128)
+    return 0.5 * (_trimmed_pooled_std(margins.real) + _trimmed_pooled_std(margins.imag))
+
+
 def estimate_noise_sigma(kspace: torch.Tensor, oversampling: int = 2) -> torch.Tensor:
     """Estimate sigma_k (std of Re and of Im of the k-space noise) from the readout margins.
 
@@ -142,15 +149,8 @@ def estimate_noise_sigma(kspace: torch.Tensor, oversampling: int = 2) -> torch.T
         raise InputError(
             f"readout of {full_readout} samples is too short for margins at oversampling={oversampling}"
         )
-    sigmas = []
-    for slice_kspace in stack:
-        images = ifft2c(slice_kspace)
-        margins = torch.cat([images[:, :start, :], images[:, stop:, :]], dim=1)
-        margins = margins.reshape(margins.shape[0], -1).to(torch.complex128)
-        std_real = _trimmed_pooled_std(margins.real)
-        std_imag = _trimmed_pooled_std(margins.imag)
-        sigmas.append(0.5 * (std_real + std_imag))
-    sigma = torch.stack(sigmas).to(kspace.real.dtype)
+    sigma = torch.stack([_margin_sigma(ifft2c(slice_kspace), start, stop) for slice_kspace in stack])
+    sigma = sigma.to(kspace.real.dtype)
     return _per_slice(sigma, kspace)
 
 
@@ -186,9 +186,7 @@ def estimate_noise_sigma_sampled(kspace: torch.Tensor, mask: torch.Tensor, overs
             hybrid = torch.fft.fftshift(
                 torch.fft.ifft(torch.fft.ifftshift(lines, dim=-2), dim=-2, norm="ortho"), dim=-2
             )
-            margins = torch.cat([hybrid[:, :start], hybrid[:, stop:]], dim=1)
-            margins = margins.reshape(margins.shape[0], -1).to(torch.complex128)
-            sigmas.append(0.5 * (_trimmed_pooled_std(margins.real) + _trimmed_pooled_std(margins.imag)))
+            sigmas.append(_margin_sigma(hybrid, start, stop))
     return torch.stack(sigmas).to(kspace.real.dtype)
 
 

@@ -39,7 +39,7 @@ from ..data.dataset import SliceDataset, acquisition_snr
 from ..data.knee import simulate_knee_dataset
 from ..data.selection import Selection
 from ..errors import InputError
-from ..eval.evaluate import baseline_reconstructor, evaluate
+from ..eval.evaluate import evaluate
 from ..files import atomic_write, read_csv_rows, write_csv
 from ..train.config import config_from_dict, preset_values
 from .experiments import ACQUISITIONS, KNEE, Experiment, Plan, held_out_patients
@@ -205,42 +205,28 @@ def _csv(out: Path) -> Path:
 
 def evaluate_family(out, family, preset, folders, scale, plans, device, log) -> None:
     """Score every network and CG-SENSE at every test level the CSV lacks (written after each level)."""
-    from ..train.checkpoint import model_from_checkpoint
-    from ..train.loop import CHECKPOINT
+    from .runner import _reconstructor
 
     path = _csv(out)
     rows = read_csv_rows(path, COLUMNS) if path.is_file() else []
     done = {(row["network"], row["test_level"]) for row in rows}
     names = [*plans, BASELINE]
-    for level in family.test_levels:
-        todo = [name for name in names if (name, level_name(level)) not in done]
+    missing = {level: [name for name in names if (name, level_name(level)) not in done] for level in family.test_levels}
+    needed = {name for todo in missing.values() for name in todo}
+    methods = {name: _reconstructor(name, out, plans, device) for name in names if name in needed}  # loaded once
+    for level, todo in missing.items():
         if not todo:
             log(f"SNR map, test SNR {level_name(level)}: done earlier, skipped")
             continue
-        methods = {}
-        for name in todo:
-            if name == BASELINE:
-                methods[name] = baseline_reconstructor("sense")
-                continue
-            model, _ = model_from_checkpoint(out / "runs" / plans[name].run / CHECKPOINT)
-            model.to(device).eval()
-            methods[name] = _on_device(model, device)
         dataset = SliceDataset([level_selection(level, folders[KNEE_SNR], preset, scale)], seed=SEED, cache_dir=out / "cache")
         log(f"SNR map, test SNR {level_name(level)} (SNR {scale.snr(level):.3g}, {len(dataset)} slices): {len(todo)} networks")
-        for row in evaluate(methods, dataset, f"SNR {level_name(level)}"):
+        for row in evaluate({name: methods[name] for name in todo}, dataset, f"SNR {level_name(level)}"):
             rows.append({
                 "network": row["method"], "test_level": level_name(level), "test_snr": scale.snr(level),
                 "file": Path(row["file"]).name, "slice": row["slice"], "ssim": row["ssim"], "nrmse": row["nrmse"],
                 "psnr": row["psnr"], "seconds": row["seconds"],
             })  # fmt: skip
         write_csv(path, rows, COLUMNS)
-
-
-def _on_device(model, device):
-    def run(kspace, maps, mask, readout):
-        return model(kspace.to(device), maps.to(device), mask.to(device), readout).cpu()
-
-    return run
 
 
 def write_family_manifest(out: Path, family: SnrFamily, scale: Scale, plans: dict[str, Plan], seconds: float | None) -> None:
