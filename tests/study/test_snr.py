@@ -83,6 +83,9 @@ def test_the_range_and_noise_aware_trainings_augment_and_condition(family_run):
     configs = {name: (family_run / "runs" / name / "config.yaml").read_text() for name in (snr.RANGE, snr.AWARE)}
     assert "snr_range" in configs[snr.RANGE] and "noise_aware: true" in configs[snr.AWARE]
     assert "noise_aware" not in configs[snr.RANGE]
+    # the two range-trained networks weigh slices by their own error, the fixed ones keep the paper's loss
+    assert all("slice_loss: log" in text for text in configs.values())
+    assert "slice_loss" not in (family_run / "runs" / "snr-knee-5" / "config.yaml").read_text()
 
 
 def test_rerun_trains_and_scores_nothing(family_run, capsys):

@@ -49,6 +49,7 @@ def test_switching_optimiser_drops_the_other_optimisers_settings(tmp_path):
         ({"train": [{"data": "x"}], "seed": [1]}, "'seed' must be an integer >= 0"),
         ({"train": [{"data": "x"}], "oversampling": 2}, "'oversampling' is not a setting"),
         ({"train": [{"data": "x"}], "loss_eps": "small"}, "'loss_eps' must be a number > 0"),
+        ({"train": [{"data": "x"}], "slice_loss": "l1"}, "'slice_loss' must be one of"),
         ({"train": [{"data": "x"}], "model": [4]}, "'model' must be a mapping"),
         ({"train": [{"data": "x"}], "model": {"stage": 4}}, "unknown key 'model.stage'"),
         ({"train": [{"data": "x"}], "model": {"filters": "8"}}, "'model.filters' must be a positive integer"),

@@ -12,7 +12,8 @@ from vnrecon.errors import InputError
 from vnrecon.models.vn import VariationalNetwork
 from vnrecon.train.checkpoint import load_checkpoint
 from vnrecon.train.config import config_from_dict
-from vnrecon.train.loop import reconstruction_loss, train
+from vnrecon.train.loop import train
+from vnrecon.train.loss import reconstruction_loss, slice_objective
 
 TINY_MODEL = {"stages": 2, "filters": 4, "kernel_size": 5, "rbf_centres": 15}
 
@@ -47,6 +48,27 @@ def test_loss_is_squared_error_of_smoothed_magnitudes():
     eps = 1e-2
     expected = ((25 + eps) ** 0.5 - (1 + eps) ** 0.5) ** 2 + (eps**0.5 - (1 + eps) ** 0.5) ** 2
     assert reconstruction_loss(output, reference, eps).item() == pytest.approx(expected)
+
+
+def test_log_slice_loss_weighs_each_slice_by_its_own_error():
+    """d/dx log(e(x)) = e'(x) / e(x): a slice 100x worse than another pulls no harder on the network."""
+    errors = torch.tensor([4.0, 0.04], dtype=torch.float64, requires_grad=True)
+    slice_objective(errors, "log").sum().backward()
+    torch.testing.assert_close(errors.grad, 1 / errors.detach())
+    assert slice_objective(errors.detach(), "squared").tolist() == errors.detach().tolist()
+    assert torch.isfinite(slice_objective(torch.zeros(1, dtype=torch.float64), "log")).all()
+
+
+def test_log_slice_loss_trains_otherwise_and_resumes_exactly(knee_folder, tmp_path):
+    cache = tmp_path / "cache"
+    config = tiny_config(knee_folder, epochs=2, slice_loss="log")
+    train(config, tmp_path / "whole", progress=False, cache_dir=cache)
+    train(config, tmp_path / "split", progress=False, cache_dir=cache, max_epochs=1)
+    train(config, tmp_path / "split", resume=True, progress=False, cache_dir=cache)
+    assert_same_parameters(parameters(tmp_path / "whole"), parameters(tmp_path / "split"))
+    train(tiny_config(knee_folder, epochs=2), tmp_path / "squared", progress=False, cache_dir=cache)
+    squared, logged = parameters(tmp_path / "squared"), parameters(tmp_path / "whole")
+    assert any(not torch.equal(squared[name], logged[name]) for name in squared)
 
 
 @pytest.mark.parametrize(

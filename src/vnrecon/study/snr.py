@@ -8,7 +8,8 @@ definition ``vnrecon/configs/snr_study.yaml``) measures it on a grid:
   added to each of ``knee_levels``, and on the synthetic natural images at
   ``natural_levels``;
 * ``snr-range``: the same VN with noise augmentation drawn log-uniformly over
-  ``range`` afresh for every slice and epoch (``vnrecon.train.augment``);
+  ``range`` afresh for every slice and epoch (``vnrecon.train.augment``),
+  its slices' errors combined by ``range_slice_loss`` (``vnrecon.train.loss``);
 * ``snr-aware``: that training of the noise-aware VN (``noise_aware: true``,
   ``vnrecon.models.noise_conditioning``), which measures the noise of its input
   and conditions lambda_t and its activations on it;
@@ -69,6 +70,8 @@ class SnrFamily:
     test_levels: tuple[float, ...]
     validation_level: float
     noise_aware_optimizer: dict
+    #: slice_loss of the two range-trained networks ('squared' or 'log', ``vnrecon.train.loss``).
+    range_slice_loss: str = "squared"
 
 
 def _levels(values, key: str, where: str, count: int | None = None) -> tuple[float, ...]:
@@ -98,6 +101,7 @@ def load_family() -> SnrFamily:
         test_levels=_levels(values, "test_levels", where),
         validation_level=float(values["validation_level"]),
         noise_aware_optimizer=dict(values.get("noise_aware_optimizer") or {}),
+        range_slice_loss=values.get("range_slice_loss", "squared"),
     )
 
 
@@ -174,8 +178,8 @@ def plan_family(family: SnrFamily, preset: StudyPreset, folders: dict[str, Path]
     clean = _knee_part(knee, preset, train_patients, preset.train_slices, None)
     noise = {"snr_range": [scale.snr(low), scale.snr(high)], "per_epoch": True}
     span = f"SNR {level_name(low)}-{level_name(high)} drawn per slice and epoch"
-    trainings.append((RANGE, f"PDw, {span}", {"train": [clean], "noise": noise}))
-    aware = {"train": [clean], "noise": noise, "model": {**preset.overrides.get("model", {}), "noise_aware": True}}
+    trainings.append((RANGE, f"PDw, {span}", {"train": [clean], "noise": noise, "slice_loss": family.range_slice_loss}))
+    aware = {"train": [clean], "noise": noise, "slice_loss": family.range_slice_loss, "model": {**preset.overrides.get("model", {}), "noise_aware": True}}
     if optimizer_name == "adam" and family.noise_aware_optimizer:  # iPALM steps every block on its own
         settings = preset_values(preset.training_preset)["optimizer"]
         aware["optimizer"] = {**settings, **preset.overrides.get("optimizer", {}), **family.noise_aware_optimizer}

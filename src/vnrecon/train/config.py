@@ -44,6 +44,7 @@ DEFAULTS = {
     "batch_size": 5,
     "seed": 0,
     "loss_eps": 1e-9,
+    "slice_loss": "squared",
     "validation": [],
     "noise": None,
 }
@@ -59,6 +60,8 @@ class TrainConfig:
     batch_size: int = 5
     seed: int = 0
     loss_eps: float = 1e-9
+    #: How each slice's squared error enters the loss: 'squared' (SPEC section 3) or 'log' (see ``train.loop.slice_objective``).
+    slice_loss: str = "squared"
     preset: str | None = None
     steps: int | None = None
     #: Noise augmentation ({snr_range: [low, high], per_epoch: bool}, see ``vnrecon.train.augment``); None: off.
@@ -76,7 +79,7 @@ class TrainConfig:
         return math.ceil(self.total_steps(n_slices) / self.batches_per_epoch(n_slices))
 
     def to_dict(self) -> dict:
-        return {
+        values = {
             "preset": self.preset,
             "train": [selection.to_dict() for selection in self.train],
             "validation": [selection.to_dict() for selection in self.validation],
@@ -89,6 +92,9 @@ class TrainConfig:
             "loss_eps": self.loss_eps,
             "noise": None if self.noise is None else dict(self.noise),
         }
+        if self.slice_loss != "squared":  # named only when set, so runs saved before it existed still resume
+            values["slice_loss"] = self.slice_loss
+        return values
 
 
 def preset_text(name: str) -> str:
@@ -146,6 +152,7 @@ def config_from_dict(values: dict, where: str) -> TrainConfig:
         batch_size=merged["batch_size"],
         seed=merged["seed"],
         loss_eps=float(merged["loss_eps"]),
+        slice_loss=merged["slice_loss"],
         preset=preset,
         noise=merged["noise"],
     )

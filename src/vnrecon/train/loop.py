@@ -31,6 +31,7 @@ from ..models.vn import VariationalNetwork
 from .checkpoint import load_checkpoint, model_from_checkpoint, model_from_payload, save_checkpoint
 from .config import TrainConfig
 from .augment import NoiseAugmentation
+from .loss import reconstruction_loss, slice_objective
 from .optim import IPALM, ProjectedAdam
 
 CHECKPOINT = "checkpoint.pt"
@@ -39,13 +40,6 @@ CONFIG = "config.yaml"
 HISTORY_FIELDS = ("epoch", "steps", "train_loss", "train_rmse", "train_ssim", "val_rmse", "val_ssim", "seconds")
 #: Prepared training slices are kept in memory below this size, streamed from disk above it.
 IN_MEMORY_BYTES = 4 * 2**30
-
-
-def reconstruction_loss(output: torch.Tensor, reference: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-slice squared error of smoothed magnitudes sqrt(|u|^2 + eps), summed over pixels (SPEC section 3)."""
-    smooth_output = torch.sqrt(output.real**2 + output.imag**2 + eps)
-    smooth_reference = torch.sqrt(reference.real**2 + reference.imag**2 + eps)
-    return (smooth_output - smooth_reference).square().sum(dim=(-2, -1))
 
 
 def reconstruct_batch(model, batch: dict) -> torch.Tensor:
@@ -274,7 +268,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                 for part in parts:
                     output = reconstruct_batch(model, part)
                     per_slice = reconstruction_loss(output, part["reference"], config.loss_eps)
-                    losses.append(per_slice.sum() / global_size)
+                    losses.append(slice_objective(per_slice, config.slice_loss).sum() / global_size)
                     if metrics:
                         with torch.no_grad():
                             sums.append(torch.stack(

@@ -12,6 +12,7 @@ from ..checks import POSITIVE, Check, boolean, choice, integer, number, optional
 from ..errors import InputError
 from ..models.vn import ACTIVATIONS, PARAMETER_BLOCKS
 from .augment import check_noise
+from .loss import SLICE_LOSSES
 from .optim import LR_SCHEDULES
 
 def block_rates(value) -> str | None:
@@ -64,6 +65,7 @@ TOP: dict[str, Check] = {
     "batch_size": integer(1),
     "seed": integer(0),
     "loss_eps": POSITIVE,
+    "slice_loss": choice(*SLICE_LOSSES),
     "noise": check_noise,
 }
 
