@@ -71,7 +71,7 @@ class SnrFamily:
     validation_level: float
     noise_aware_optimizer: dict
     #: slice_loss of the two range-trained networks ('squared' or 'log', ``vnrecon.train.loss``).
-    range_slice_loss: str = "squared"
+    range_slice_loss: str
 
 
 def _levels(values, key: str, where: str, count: int | None = None) -> tuple[float, ...]:
@@ -178,8 +178,9 @@ def plan_family(family: SnrFamily, preset: StudyPreset, folders: dict[str, Path]
     clean = _knee_part(knee, preset, train_patients, preset.train_slices, None)
     noise = {"snr_range": [scale.snr(low), scale.snr(high)], "per_epoch": True}
     span = f"SNR {level_name(low)}-{level_name(high)} drawn per slice and epoch"
-    trainings.append((RANGE, f"PDw, {span}", {"train": [clean], "noise": noise, "slice_loss": family.range_slice_loss}))
-    aware = {"train": [clean], "noise": noise, "slice_loss": family.range_slice_loss, "model": {**preset.overrides.get("model", {}), "noise_aware": True}}
+    augmented = {"train": [clean], "noise": noise, "slice_loss": family.range_slice_loss}
+    trainings.append((RANGE, f"PDw, {span}", augmented))
+    aware = {**augmented, "model": {**preset.overrides.get("model", {}), "noise_aware": True}}
     if optimizer_name == "adam" and family.noise_aware_optimizer:  # iPALM steps every block on its own
         settings = preset_values(preset.training_preset)["optimizer"]
         aware["optimizer"] = {**settings, **preset.overrides.get("optimizer", {}), **family.noise_aware_optimizer}

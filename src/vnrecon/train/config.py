@@ -60,7 +60,7 @@ class TrainConfig:
     batch_size: int = 5
     seed: int = 0
     loss_eps: float = 1e-9
-    #: How each slice's squared error enters the loss: 'squared' (SPEC section 3) or 'log' (see ``train.loop.slice_objective``).
+    #: How each slice's squared error enters the loss: 'squared' (SPEC section 3) or 'log' (see ``vnrecon.train.loss``).
     slice_loss: str = "squared"
     preset: str | None = None
     steps: int | None = None
@@ -92,7 +92,7 @@ class TrainConfig:
             "loss_eps": self.loss_eps,
             "noise": None if self.noise is None else dict(self.noise),
         }
-        if self.slice_loss != "squared":  # named only when set, so runs saved before it existed still resume
+        if self.slice_loss != DEFAULTS["slice_loss"]:  # named only when set, so runs saved before it existed still resume
             values["slice_loss"] = self.slice_loss
         return values
 
