@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -29,17 +30,11 @@ def test_untrained_noise_aware_network_is_the_papers_network():
     torch.testing.assert_close(aware(kspace, maps, mask, READOUT), paper(kspace, maps, mask, READOUT), rtol=0, atol=0)
 
 
-def test_each_stage_is_the_closed_form_of_its_noise_factors():
-    """One stage with data exponent a, output c, input d equals lambda s^a data step and s^c K^T phi(K s^-d u)."""
-    kspace, maps, mask = noisy_batch(batch=1)
-    net = small_net(stages=1, noise_aware=True)
-    randomise_activations(net)
-    set_exponents(net)
-    a, c, d = net.noise.exponents[0].tolist()
-    relative = net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference
-    level = torch.log(relative)
+def one_stage_closed_form(net, kspace, maps, mask, level):
+    """One stage with data exponent a, output c, input d at log level s: lambda e^(a s) data step, e^(c s) K^T phi(K e^(-d s) u)."""
     from vnrecon.physics.operator import SenseOperator
 
+    a, c, d = net.noise.exponents[0].tolist()
     operator = SenseOperator(maps, mask, READOUT)
     u0 = operator.adjoint(kspace)
     scale = u0.abs().amax()
@@ -48,8 +43,51 @@ def test_each_stage_is_the_closed_form_of_its_noise_factors():
     factor = torch.exp(level).view(-1, 1, 1)
     step = u0 - factor**c * stage.regulariser(factor ** (-d) * u0) / stage.filters.shape[0]
     step = step - stage.lam * factor**a * (operator.normal(u0) - u0)
-    expected = torch.where(operator.support(), step, torch.zeros_like(step)) * scale
+    return torch.where(operator.support(), step, torch.zeros_like(step)) * scale
+
+
+def conditioned_net():
+    net = small_net(stages=1, noise_aware=True)
+    randomise_activations(net)
+    set_exponents(net)
+    return net
+
+
+def test_each_stage_is_the_closed_form_of_its_noise_factors():
+    kspace, maps, mask = noisy_batch(batch=1)
+    net = conditioned_net()
+    level = torch.log(net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference)
+    expected = one_stage_closed_form(net, kspace, maps, mask, level)
     torch.testing.assert_close(net(kspace, maps, mask, READOUT), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_cleaner_input_than_trained_is_conditioned_as_the_cleanest_trained_level():
+    kspace, maps, mask = noisy_batch(batch=1)
+    net = conditioned_net()
+    level = torch.log(net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference)
+    assert net.noise.trained_range() is None  # nothing recorded: no clamp
+    net.noise.record(level + 0.5)
+    net.noise.record(level + 1.0)
+    torch.testing.assert_close(net.noise.trained_levels, torch.cat([level + 0.5, level + 1.0]), rtol=0, atol=0)
+    expected = one_stage_closed_form(net, kspace, maps, mask, level + 0.5)
+    torch.testing.assert_close(net(kspace, maps, mask, READOUT), expected, rtol=1e-10, atol=1e-12)
+    # noisier than trained: the power laws go on (no clamp at the top)
+    net.noise.trained_levels.copy_(torch.cat([level - 1.0, level - 0.5]))
+    expected = one_stage_closed_form(net, kspace, maps, mask, level)
+    torch.testing.assert_close(net(kspace, maps, mask, READOUT), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_training_pass_records_its_noise_levels_and_a_plain_pass_does_not():
+    kspace, maps, mask = noisy_batch(batch=2)
+    net = conditioned_net()
+    levels = torch.log(net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference)
+    net(kspace, maps, mask, READOUT)
+    assert net.noise.trained_range() is None
+    net(kspace, maps, mask, READOUT, record_noise_levels=True)
+    torch.testing.assert_close(net.noise.trained_levels, torch.stack([levels.min(), levels.max()]), rtol=0, atol=0)
+    low, high = net.noise.trained_range()
+    assert low == pytest.approx(float(levels.min().exp()) * net.noise.reference, rel=1e-12)
+    assert high == pytest.approx(float(levels.max().exp()) * net.noise.reference, rel=1e-12)
 
 
 def test_noise_level_is_the_added_sigma_relative_to_the_normalisation():
@@ -90,22 +128,40 @@ def test_checkpoint_round_trip_keeps_the_conditioning(tmp_path):
     randomise_activations(net)
     set_exponents(net)
     net.float()  # as trained
+    net.noise.record(torch.tensor([-0.3, 0.7]))
     save_checkpoint(tmp_path / "model.pt", net)
     loaded, _ = model_from_checkpoint(tmp_path / "model.pt")
     assert loaded.config["noise_aware"] and loaded.config["noise_reference"] == 0.01
     torch.testing.assert_close(loaded.noise.exponents, net.noise.exponents, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.noise.trained_levels, torch.tensor([-0.3, 0.7]), rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(loaded(kspace, maps, mask, READOUT), net(kspace, maps, mask, READOUT), rtol=0, atol=0)
 
 
-def test_data_weights_follow_the_power_law():
+def test_a_network_saved_before_the_trained_range_loads_without_a_clamp():
+    kspace, maps, mask = noisy_batch()
+    net = conditioned_net()
+    state = {name: value for name, value in net.state_dict().items() if name != "noise.trained_levels"}
+    old = conditioned_net()
+    old.noise.record(torch.tensor([5.0]))  # would clamp everything to s = 5
+    old.load_state_dict(state)
+    assert old.noise.trained_range() is None
+    torch.testing.assert_close(old(kspace, maps, mask, READOUT), net(kspace, maps, mask, READOUT), rtol=0, atol=0)
+
+
+def test_curves_follow_the_power_laws_and_hold_below_the_trained_range():
     net = small_net(noise_aware=True)
     set_exponents(net)
-    sigmas = torch.tensor([0.001, 0.01])
-    weights = net.noise.data_weights(torch.stack([stage.lam for stage in net.stages]).detach(), sigmas)
-    a = net.noise.exponents[:, 0]
-    expected = torch.stack([torch.stack([stage.lam for stage in net.stages]).detach() * (s / net.noise.reference) ** a for s in sigmas.double()])
-    torch.testing.assert_close(weights, expected, rtol=1e-12, atol=0)
+    reference = net.noise.reference
+    net.noise.record(torch.log(torch.tensor([0.005, 0.05]) / reference))
+    sigmas = torch.tensor([0.001, 0.005, 0.01, 0.2], dtype=torch.float64)
+    lambdas = torch.stack([stage.lam for stage in net.stages]).detach()
+    curves = net.noise.curves(lambdas, sigmas)
+    effective = np.maximum(sigmas.numpy(), 0.005)[:, None] / reference  # held at the cleanest trained level
+    a, c, d = net.noise.exponents.detach().numpy().T
+    np.testing.assert_allclose(curves["data"].numpy(), lambdas.numpy()[None] * effective**a[None], rtol=1e-6)
+    np.testing.assert_allclose(curves["output"].numpy(), effective ** c[None], rtol=1e-6)
+    np.testing.assert_allclose(curves["input"].numpy(), effective ** (-d[None]), rtol=1e-6)
 
 
 def test_noise_free_input_keeps_the_factors_finite():

@@ -157,7 +157,7 @@ def test_goal_check_against_numpy(tmp_path):
 def test_inspect_and_recon_take_the_noise_aware_network(family_run, tmp_path, capsys):
     run = family_run / "runs" / snr.AWARE
     assert main(["inspect", str(run), "--out", str(tmp_path / "inspect")]) == 0
-    assert "noise conditioning" in capsys.readouterr().out
+    assert "trained noise levels: sigma / max|A^H f|" in capsys.readouterr().out
     assert (tmp_path / "inspect" / "noise.png").stat().st_size > 0
     source = sorted((family_run / "data" / snr.KNEE_SNR).glob("*CORPD_FBK.h5"))[-1]
     out = tmp_path / "recon.h5"

@@ -12,6 +12,7 @@ from vnrecon.data.selection import Selection
 from vnrecon.errors import InputError
 from vnrecon.physics.noise import estimate_noise_sigma
 from vnrecon.train.augment import NoiseAugmentation
+from vnrecon.train.checkpoint import model_from_checkpoint
 from vnrecon.train.loop import train
 
 NOISE = {"snr_range": [0.5, 8.0], "per_epoch": True}
@@ -101,3 +102,24 @@ def test_training_with_augmentation_resumes_exactly_and_differs_from_without(kne
 def test_bad_noise_settings_are_refused(knee_folder, noise):
     with pytest.raises(InputError, match="'noise' must be null or a mapping"):
         tiny_config(knee_folder, noise=noise)
+
+
+def test_a_noise_aware_run_records_the_noise_levels_of_every_training_slice_and_epoch(knee_folder, tmp_path):
+    config = tiny_config(knee_folder, epochs=2, noise=NOISE, model={"stages": 2, "filters": 4, "kernel_size": 5, "rbf_centres": 15, "noise_aware": True})
+    cache = tmp_path / "cache"
+    train(config, tmp_path / "run", progress=False, cache_dir=cache)
+    model, _ = model_from_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    # the same slices, augmented one at a time for each epoch, through the network's own estimate
+    dataset = SliceDataset(config.train, seed=config.seed, cache_dir=cache, noise_levels=True)
+    augmentation = NoiseAugmentation.from_setting(NOISE)
+    levels = []
+    with torch.no_grad():
+        for epoch in (1, 2):
+            for index in range(len(dataset)):
+                batch = augmentation.apply(collate_slices([dataset[index]]), config.seed, epoch)
+                readout = batch["reference"].shape[-2]
+                _, _, scale = model._prepare(batch["kspace"], batch["maps"], batch["mask"], readout)
+                levels.append(model.noise.log_level(batch["kspace"], batch["mask"], readout, scale))
+    levels = torch.cat(levels)
+    assert levels.max() - levels.min() > 1  # the draws span the range: the recorded ends are not one slice's level
+    np.testing.assert_allclose(model.noise.trained_levels.numpy(), [float(levels.min()), float(levels.max())], rtol=1e-5)

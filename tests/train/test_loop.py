@@ -186,27 +186,32 @@ def _free_port() -> int:
         return handle.getsockname()[1]
 
 
-def _distributed_worker(rank, world, port, folder, run_dir, cache):
+def _distributed_worker(rank, world, port, folder, run_dir, cache, extra):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        train(tiny_config(folder, epochs=1, batch_size=4), run_dir, progress=False, cache_dir=cache)
+        train(tiny_config(folder, epochs=1, batch_size=4, **extra), run_dir, progress=False, cache_dir=cache)
     finally:
         dist.destroy_process_group()
 
 
-def test_two_process_gloo_step_equals_single_process(knee_folder, tmp_path):
+NOISE_AWARE = {"model": {**TINY_MODEL, "noise_aware": True}, "noise": {"snr_range": [0.5, 8.0], "per_epoch": True}}
+
+
+@pytest.mark.parametrize("extra", [{}, NOISE_AWARE], ids=["paper", "noise-aware"])
+def test_two_process_gloo_step_equals_single_process(knee_folder, tmp_path, extra):
+    """Also for a noise-aware network: its recorded range of training noise levels spans both processes' slices."""
     cache = tmp_path / "cache"
     # 2 patients x 2 slices = one global batch of 4: exactly one optimiser step.
-    train(tiny_config(knee_folder, epochs=1, batch_size=4), tmp_path / "single", progress=False, cache_dir=cache)
-    mp.spawn(_distributed_worker, args=(2, _free_port(), knee_folder, tmp_path / "ddp", cache), nprocs=2)
+    train(tiny_config(knee_folder, epochs=1, batch_size=4, **extra), tmp_path / "single", progress=False, cache_dir=cache)
+    mp.spawn(_distributed_worker, args=(2, _free_port(), knee_folder, tmp_path / "ddp", cache, extra), nprocs=2)
     # Gradients are summed in a different order across processes: equal to rounding.
     assert_same_parameters(parameters(tmp_path / "single"), parameters(tmp_path / "ddp"), atol=1e-5)
     # ... and the step did move the parameters away from their (seeded) initial values.
     torch.manual_seed(5)
-    initial = VariationalNetwork(**TINY_MODEL).state_dict()
-    moved = max((parameters(tmp_path / "ddp")[name] - value).abs().max().item() for name, value in initial.items())
+    initial = dict(VariationalNetwork(**tiny_config(knee_folder, **extra).model).named_parameters())
+    moved = max((parameters(tmp_path / "ddp")[name] - value.detach()).abs().max().item() for name, value in initial.items())
     assert moved > 1e-3
 
 

@@ -21,7 +21,9 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(f"filters and activations: {filters}")
     if model.noise is not None:
         conditioning = plot_noise_conditioning(model, out / "noise.png", title=f"{args.run}: lambda_t against the noise level")
-        print(f"noise conditioning: {conditioning}")
+        trained = model.noise.trained_range()
+        span = "no record (saved before it was kept)" if trained is None else f"sigma / max|A^H f| {trained[0]:.3g}-{trained[1]:.3g}"
+        print(f"noise conditioning: {conditioning} (trained noise levels: {span})")
     if payload["history"]:
         curves = plot_training_curves(payload["history"], out / "curves.png", title=f"{args.run}: training curves")
         print(f"training curves: {curves}")
@@ -37,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "every stage (the paper's Figure 10) to filters.png, and the training and\n"
             "validation RMSE/SSIM per epoch to curves.png, in RUN_DIR (or --out). For a noise-aware\n"
             "network (model setting noise_aware) also noise.png: lambda_t and the regulariser's scales\n"
-            "of every stage against the noise level it estimates from its input."
+            "of every stage against the noise level it estimates from its input, with the noise levels\n"
+            "it was trained on (input cleaner than those is conditioned as the cleanest of them)."
         ),
         formatter_class=HelpFormatter,
     )

@@ -79,22 +79,29 @@ def plot_filters_and_activations(model, path: str | Path, title: str = "") -> Pa
 def plot_noise_conditioning(model, path: str | Path, title: str = "", decades: float = 1.5) -> Path:
     """A noise-aware VN's lambda_t and regulariser scales against the normalised noise level sigma.
 
-    The x axis spans ``noise_reference`` x 10^(+-decades); one line per stage
-    (early stages dark, late ones light).
+    The x axis spans ``noise_reference`` x 10^(+-decades), widened to the trained range;
+    one line per stage (early stages dark, late ones light); the noise levels the network
+    was trained on are shaded (below them it holds its values at the lowest, see
+    ``NoiseConditioning.conditioned``).
     """
     conditioning = model.noise
-    sigmas = conditioning.reference * torch.logspace(-decades, decades, 61, dtype=torch.float64)
-    lambdas = torch.stack([stage.lam.detach().cpu().double() for stage in model.stages])
-    exponents = conditioning.exponents.detach().cpu().double()
-    level = torch.log(sigmas / conditioning.reference).view(-1, 1)
+    trained = conditioning.trained_range()
+    ends = [conditioning.reference * 10**-decades, conditioning.reference * 10**decades]
+    if trained is not None:
+        ends = [min(ends[0], trained[0] / 3), max(ends[1], trained[1] * 3)]
+    sigmas = torch.logspace(math.log10(ends[0]), math.log10(ends[1]), 61, dtype=torch.float64)
+    lambdas = torch.stack([stage.lam.detach().cpu() for stage in model.stages])
+    curves = conditioning.curves(lambdas, sigmas)
     panels = (
-        ("lambda_t(sigma): data-term weight", lambdas.view(1, -1) * torch.exp(level * exponents[:, 0].view(1, -1))),
-        ("regulariser output scale exp(c_t s)", torch.exp(level * exponents[:, 1].view(1, -1))),
-        ("activation input scale exp(-d_t s)", torch.exp(-level * exponents[:, 2].view(1, -1))),
+        ("lambda_t(sigma): data-term weight", curves["data"]),
+        ("regulariser output scale exp(c_t s)", curves["output"]),
+        ("activation input scale exp(-d_t s)", curves["input"]),
     )
     figure, axes = plt.subplots(1, 3, figsize=(13, 4))
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(model.stages)))
     for axis, (label, values) in zip(axes, panels):
+        if trained is not None:
+            axis.axvspan(*trained, color="0.9", zorder=0, label="trained noise levels")
         for t in range(len(model.stages)):
             axis.plot(sigmas.numpy(), values[:, t].numpy(), color=colours[t], lw=1, label=f"t={t + 1}" if t in (0, len(model.stages) - 1) else None)
         axis.set_xscale("log")

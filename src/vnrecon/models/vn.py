@@ -527,15 +527,25 @@ class VariationalNetwork(nn.Module):
         return gram, u0, scale
 
     def forward(
-        self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, readout: int | None = None
+        self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, readout: int | None = None,
+        record_noise_levels: bool = False,
     ) -> torch.Tensor:
-        """Reconstruct masked multi-coil k-space (B, C, FE, PE) -> complex image (B, readout, PE)."""
+        """Reconstruct masked multi-coil k-space (B, C, FE, PE) -> complex image (B, readout, PE).
+
+        ``record_noise_levels`` (training steps only): a noise-aware network adds the noise levels
+        of this batch to the range it was trained on (``NoiseConditioning.record``).
+        """
         if kspace.ndim != 4 or maps.shape != kspace.shape:
             raise InputError(
                 f"k-space and maps must both be (batch, coils, readout, phase); got {tuple(kspace.shape)} and {tuple(maps.shape)}"
             )
         gram, u0, scale = self._prepare(kspace, maps, mask, readout)
-        level = None if self.noise is None else self.noise.log_level(kspace, mask, readout, scale)
+        level = None
+        if self.noise is not None:
+            level = self.noise.log_level(kspace, mask, readout, scale)
+            if record_noise_levels:
+                self.noise.record(level)
+            level = self.noise.conditioned(level)
         u0 = u0 / scale
         u = u0
         for index, stage in enumerate(self.stages):
@@ -543,7 +553,8 @@ class VariationalNetwork(nn.Module):
         return u * scale
 
     def noise_level(self, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, readout: int | None) -> torch.Tensor:
-        """The normalised noise level sigma / max |A^H f| per slice (batch,) that a noise-aware network conditions on."""
+        """The normalised noise level sigma / max |A^H f| per slice (batch,) that a noise-aware network estimates
+        from its input (before the clamp to its trained range, ``NoiseConditioning.conditioned``)."""
         if self.noise is None:
             raise InputError("this network is not noise-aware (model setting noise_aware: false)")
         with torch.no_grad():

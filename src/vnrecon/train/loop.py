@@ -42,9 +42,11 @@ HISTORY_FIELDS = ("epoch", "steps", "train_loss", "train_rmse", "train_ssim", "v
 IN_MEMORY_BYTES = 4 * 2**30
 
 
-def reconstruct_batch(model, batch: dict) -> torch.Tensor:
-    """Run the network on a collated batch; output on the reference's (readout-cropped) grid, in normalised units."""
-    return model(batch["kspace"], batch["maps"], batch["mask"], batch["reference"].shape[-2])
+def reconstruct_batch(model, batch: dict, training: bool = False) -> torch.Tensor:
+    """Run the network on a collated batch; output on the reference's (readout-cropped) grid, in normalised units.
+
+    ``training``: the batch is training data (a noise-aware network records its noise levels)."""
+    return model(batch["kspace"], batch["maps"], batch["mask"], batch["reference"].shape[-2], record_noise_levels=training)
 
 
 class PreparedSlices:
@@ -88,6 +90,14 @@ class Distributed:
         if self.world > 1:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
+
+    def widen_(self, interval: torch.Tensor) -> torch.Tensor:
+        """[low, high] -> [lowest low, highest high] over the processes."""
+        if self.world > 1:
+            ends = torch.stack([interval[0], -interval[1]])
+            dist.all_reduce(ends, op=dist.ReduceOp.MIN)
+            interval.copy_(torch.stack([ends[0], -ends[1]]))
+        return interval
 
 
 def build_optimizer(model: VariationalNetwork, settings: dict):
@@ -266,7 +276,7 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                 """Mean loss of the step's slices, over its sub-batches (one per matrix size)."""
                 losses, sums = [], []
                 for part in parts:
-                    output = reconstruct_batch(model, part)
+                    output = reconstruct_batch(model, part, training=True)
                     per_slice = reconstruction_loss(output, part["reference"], config.loss_eps)
                     losses.append(slice_objective(per_slice, config.slice_loss).sum() / global_size)
                     if metrics:
@@ -303,6 +313,8 @@ def _train_locked(config, run_dir: Path, resume, init, show, cache_dir, device, 
                 totals += observed["sums"]
             bar.set_postfix(loss=f"{float(loss):.4g}")
         group.sum_(totals)
+        if model.noise is not None:  # each process saw its share of the slices
+            group.widen_(model.noise.trained_levels)
         row = {
             "epoch": epoch,
             "steps": (epoch - 1) * per_epoch + len(batches),
