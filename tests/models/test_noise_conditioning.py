@@ -53,18 +53,22 @@ def conditioned_net():
     return net
 
 
-def test_each_stage_is_the_closed_form_of_its_noise_factors():
-    kspace, maps, mask = noisy_batch(batch=1)
+def conditioned_case(batch=1):
+    """Noisy slices, a one-stage noise-aware network, and s = log(sigma / sigma_ref) of each slice as it estimates it."""
+    kspace, maps, mask = noisy_batch(batch=batch)
     net = conditioned_net()
     level = torch.log(net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference)
+    return (kspace, maps, mask), net, level
+
+
+def test_each_stage_is_the_closed_form_of_its_noise_factors():
+    (kspace, maps, mask), net, level = conditioned_case(batch=1)
     expected = one_stage_closed_form(net, kspace, maps, mask, level)
     torch.testing.assert_close(net(kspace, maps, mask, READOUT), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_cleaner_input_than_trained_is_conditioned_as_the_cleanest_trained_level():
-    kspace, maps, mask = noisy_batch(batch=1)
-    net = conditioned_net()
-    level = torch.log(net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference)
+    (kspace, maps, mask), net, level = conditioned_case(batch=1)
     assert net.noise.trained_range() is None  # nothing recorded: no clamp
     net.noise.record(level + 0.5)
     net.noise.record(level + 1.0)
@@ -78,9 +82,7 @@ def test_cleaner_input_than_trained_is_conditioned_as_the_cleanest_trained_level
 
 
 def test_a_training_pass_records_its_noise_levels_and_a_plain_pass_does_not():
-    kspace, maps, mask = noisy_batch(batch=2)
-    net = conditioned_net()
-    levels = torch.log(net.noise_level(kspace, maps, mask, READOUT) / net.noise.reference)
+    (kspace, maps, mask), net, levels = conditioned_case(batch=2)
     net(kspace, maps, mask, READOUT)
     assert net.noise.trained_range() is None
     net(kspace, maps, mask, READOUT, record_noise_levels=True)
