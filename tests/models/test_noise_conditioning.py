@@ -149,6 +149,10 @@ def test_a_network_saved_before_the_trained_range_loads_without_a_clamp():
     old.load_state_dict(state)
     assert old.noise.trained_range() is None
     torch.testing.assert_close(old(kspace, maps, mask, READOUT), net(kspace, maps, mask, READOUT), rtol=0, atol=0)
+    # trained further (resume, fine-tuning): the range stays unknown, not narrowed to the new data
+    old.noise.record(torch.tensor([4.0]))
+    assert old.noise.trained_range() is None
+    torch.testing.assert_close(old(kspace, maps, mask, READOUT), net(kspace, maps, mask, READOUT), rtol=0, atol=0)
 
 
 def test_curves_follow_the_power_laws_and_hold_below_the_trained_range():

@@ -31,7 +31,8 @@ top of the range, 0.723 one octave above it), while a network applied to
 cleaner data than it was trained on loses little (every fixed-SNR network's
 row in the map). Noisier input than trained is extrapolated: there no
 trained level is safe, and the power laws measured better than any of them.
-Networks saved before the range was recorded load with none (no clamp).
+Networks saved before the range was recorded load with it unknown: no clamp,
+also after further training (``--resume``, ``--init``).
 """
 
 import math
@@ -47,6 +48,9 @@ from ..physics.noise import estimate_noise_sigma_sampled
 DEFAULT_NOISE_REFERENCE = 0.025
 #: |s| is clamped here (a factor 1000 either side of sigma_ref).
 LEVEL_LIMIT = math.log(1000.0)
+#: ``trained_levels`` of a network trained on nothing yet, and of one saved before the range was kept
+#: (every level: recording cannot narrow it, the clamp at -LEVEL_LIMIT does nothing).
+EMPTY, UNKNOWN = [LEVEL_LIMIT, -LEVEL_LIMIT], [-LEVEL_LIMIT, LEVEL_LIMIT]
 #: Index of a_t, c_t, d_t in each stage's ``noise_exponents``.
 DATA, OUTPUT, INPUT = 0, 1, 2
 
@@ -60,12 +64,12 @@ class NoiseConditioning(nn.Module):
             raise InputError(f"noise_reference must be positive, got {reference!r}")
         self.reference = float(reference)
         self.exponents = nn.Parameter(torch.zeros(stages, 3))
-        # [lowest, highest] log level the network was trained on; the empty range [+L, -L] before any
-        self.register_buffer("trained_levels", torch.tensor([LEVEL_LIMIT, -LEVEL_LIMIT]))
+        # [lowest, highest] log level the network was trained on; EMPTY before any
+        self.register_buffer("trained_levels", torch.tensor(EMPTY))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # networks saved before the trained range was recorded: load with the empty range (no clamp)
-        state_dict.setdefault(prefix + "trained_levels", torch.tensor([LEVEL_LIMIT, -LEVEL_LIMIT]))
+        # networks saved before the trained range was recorded: UNKNOWN, also after further training (no clamp)
+        state_dict.setdefault(prefix + "trained_levels", torch.tensor(UNKNOWN))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def log_level(self, kspace: torch.Tensor, mask: torch.Tensor, readout: int | None, scale: torch.Tensor) -> torch.Tensor:
@@ -90,11 +94,13 @@ class NoiseConditioning(nn.Module):
     def trained_range(self) -> tuple[float, float] | None:
         """(lowest, highest) normalised sigma the network was trained on; None if none was recorded."""
         low, high = self.trained_levels.tolist()
-        return (self.reference * math.exp(low), self.reference * math.exp(high)) if low <= high else None
+        if low > high or (low <= -LEVEL_LIMIT and high >= LEVEL_LIMIT):  # EMPTY or UNKNOWN
+            return None
+        return self.reference * math.exp(low), self.reference * math.exp(high)
 
     def conditioned(self, level: torch.Tensor) -> torch.Tensor:
         """The log levels the stages are conditioned on: never below the lowest trained level."""
-        low, high = self.trained_levels
+        low, high = self.trained_levels.to(level)
         return level.clamp_min(low) if bool(low <= high) else level
 
     def factors(self, stage: int, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,10 +116,10 @@ class NoiseConditioning(nn.Module):
     def curves(self, lambdas: torch.Tensor, sigmas: torch.Tensor) -> dict[str, torch.Tensor]:
         """What every stage applies at normalised noise levels ``sigmas`` (the trained range's clamp included):
         the data weight lambda_t(sigma), the regulariser's output and input scales, each (len(sigmas), stages)."""
-        exponents = self.exponents.detach().to(sigmas.dtype)
+        exponents = self.exponents.detach().to(sigmas)
         level = self.conditioned(torch.log(sigmas / self.reference)).view(-1, 1)
         return {
-            "data": lambdas.to(sigmas.dtype).view(1, -1) * torch.exp(level * exponents[:, DATA].view(1, -1)),
+            "data": lambdas.to(sigmas).view(1, -1) * torch.exp(level * exponents[:, DATA].view(1, -1)),
             "output": torch.exp(level * exponents[:, OUTPUT].view(1, -1)),
             "input": torch.exp(-level * exponents[:, INPUT].view(1, -1)),
         }
