@@ -90,7 +90,7 @@ def plot_noise_conditioning(model, path: str | Path, title: str = "", decades: f
     if trained is not None:
         ends = [min(ends[0], trained[0] / 3), max(ends[1], trained[1] * 3)]
     sigmas = torch.logspace(math.log10(ends[0]), math.log10(ends[1]), 61, dtype=torch.float64)
-    lambdas = torch.stack([stage.lam.detach().cpu() for stage in model.stages])
+    lambdas = torch.stack([stage.lam.detach() for stage in model.stages])  # curves() moves them to sigmas
     curves = conditioning.curves(lambdas, sigmas)
     panels = (
         ("lambda_t(sigma): data-term weight", curves["data"]),

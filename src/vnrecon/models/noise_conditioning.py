@@ -101,7 +101,7 @@ class NoiseConditioning(nn.Module):
     def conditioned(self, level: torch.Tensor) -> torch.Tensor:
         """The log levels the stages are conditioned on: never below the lowest trained level."""
         low, high = self.trained_levels.to(level)
-        return level.clamp_min(low) if bool(low <= high) else level
+        return torch.where(low <= high, level.clamp_min(low), level)  # no host sync on the forward path
 
     def factors(self, stage: int, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(data, output, input) factors of ``stage`` at conditioned log levels (batch,), each (batch, 1, 1)."""
